@@ -1,0 +1,60 @@
+//! Typed configuration of the parts the control owns: the WebRTC engine, the Service and
+//! viewers. The edge embeds these in its own file format; defaults run a single local edge.
+
+use serde::Deserialize;
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// `[webrtc]`: the engine's sockets, shards and advertised addresses.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebRtcConfig {
+    /// First UDP port; shard `i` listens on `udp_port + i`.
+    pub udp_port: u16,
+    /// Number of shards; 0 means one per core.
+    pub shards: usize,
+    /// NAT 1:1 address advertised as the only candidate address when set.
+    pub public_ip: Option<IpAddr>,
+    /// Local addresses to bind media sockets to; empty means every local interface address.
+    pub bind_ips: Vec<IpAddr>,
+    /// STUN/TURN URLs handed to clients in `Link` headers.
+    pub ice_servers: Vec<String>,
+}
+
+impl Default for WebRtcConfig {
+    fn default() -> Self {
+        Self {
+            udp_port: 8189,
+            shards: 0,
+            public_ip: None,
+            bind_ips: Vec::new(),
+            ice_servers: Vec::new(),
+        }
+    }
+}
+
+/// `[viewers]`: how viewers are held.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ViewerConfig {
+    /// How long viewers stay connected after their publisher vanished, waiting for it to return.
+    pub reconnect_grace_secs: u64,
+    /// Packets a shard may hold for its viewers before it drops (and counts) new ones.
+    pub queue_packets: usize,
+}
+
+impl Default for ViewerConfig {
+    fn default() -> Self {
+        Self {
+            reconnect_grace_secs: 15,
+            queue_packets: 4096,
+        }
+    }
+}
+
+impl ViewerConfig {
+    /// The grace period as a duration.
+    pub fn reconnect_grace(&self) -> Duration {
+        Duration::from_secs(self.reconnect_grace_secs)
+    }
+}

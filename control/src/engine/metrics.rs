@@ -1,0 +1,61 @@
+//! The engine's metric handles, registered once so the media path only does atomic adds.
+
+use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+
+pub(crate) struct EngineMetrics {
+    pub packets_in: Counter,
+    pub bytes_in: Counter,
+    pub packets_out: Counter,
+    pub bytes_out: Counter,
+    pub drops_shard_queue: Counter,
+    pub drops_socket_full: Counter,
+    pub drops_send_error: Counter,
+    pub drops_no_route: Counter,
+    pub drops_write: Counter,
+    pub drops_datagram_queue: Counter,
+    pub unroutable: Counter,
+    pub plis_sent: Counter,
+    pub plis_received: Counter,
+    pub nacks_received: Counter,
+    pub join_seconds: Histogram,
+    publishers: Gauge,
+    viewers: Gauge,
+}
+
+impl EngineMetrics {
+    pub(crate) fn new() -> Self {
+        let drops = |cause: &'static str| counter!("waveguide_drops_total", "cause" => cause);
+        Self {
+            packets_in: counter!("waveguide_packets_in_total", "protocol" => "whip"),
+            bytes_in: counter!("waveguide_bytes_in_total", "protocol" => "whip"),
+            packets_out: counter!("waveguide_packets_out_total"),
+            bytes_out: counter!("waveguide_bytes_out_total"),
+            drops_shard_queue: drops("shard_queue_full"),
+            drops_socket_full: drops("socket_full"),
+            drops_send_error: drops("send_error"),
+            drops_no_route: drops("no_route"),
+            drops_write: drops("engine_refused"),
+            drops_datagram_queue: drops("ingress_queue_full"),
+            unroutable: drops("unroutable_datagram"),
+            plis_sent: counter!("waveguide_keyframe_requests_total"),
+            plis_received: counter!("waveguide_viewer_plis_total"),
+            nacks_received: counter!("waveguide_nacks_total"),
+            join_seconds: histogram!("waveguide_join_seconds"),
+            publishers: gauge!("waveguide_publishers", "protocol" => "whip"),
+            viewers: gauge!("waveguide_viewers", "protocol" => "whep"),
+        }
+    }
+
+    pub(crate) fn publisher_joined(&self) {
+        self.publishers.increment(1.0);
+    }
+    pub(crate) fn publisher_left(&self) {
+        self.publishers.decrement(1.0);
+    }
+    pub(crate) fn viewer_joined(&self) {
+        self.viewers.increment(1.0);
+    }
+    pub(crate) fn viewer_left(&self) {
+        self.viewers.decrement(1.0);
+    }
+}

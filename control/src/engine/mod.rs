@@ -1,0 +1,531 @@
+//! The WebRTC engine: answers WHIP and WHEP offers and carries media between peers.
+//!
+//! Peer connections are `rtc` sans-IO state machines held by [shards](shard): each shard is one
+//! task that owns a UDP socket per local address on its own port and every peer on them, so the
+//! node listens on `udp_port .. udp_port + shards` and nothing else. The server is ICE-lite
+//! with host candidates. A publisher's packet is parsed once into an `Arc<MediaPacket>` and
+//! handed to every shard once; each shard writes it to its own viewers, rewriting SSRC, payload
+//! type, sequence numbers and timestamps per viewer.
+//!
+//! This module owns sessions (the WHIP/WHEP resources) and their lifecycle; it owns no HTTP.
+
+mod demux;
+mod metrics;
+mod offer;
+mod peer;
+mod rewrite;
+mod setup;
+mod shard;
+mod sockets;
+
+use crate::config::{ViewerConfig, WebRtcConfig};
+use crate::error::{Error, Result};
+use crate::service::{PublishRequest, Service};
+use crate::stream::{IngestProtocol, Streams, TrackInfo, is_valid_name};
+use metrics::EngineMetrics;
+use peer::{Peer, PeerId, PublisherRole, Role, ViewerRole};
+use rtc::peer_connection::transport::RTCIceCandidateInit;
+use shard::{Command, Datagram, Shard};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{info, warn};
+
+/// Datagrams a shard may have waiting before its socket readers drop new ones.
+const DATAGRAM_QUEUE: usize = 8192;
+
+/// Whether a session publishes or watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionKind {
+    /// A WHIP publisher.
+    Publisher,
+    /// A WHEP viewer.
+    Viewer,
+}
+
+/// A session the engine answered.
+#[derive(Debug, Clone)]
+pub struct SessionAnswer {
+    /// Opaque id, the last segment of the session resource URL.
+    pub session: String,
+    /// The stream it publishes or watches.
+    pub stream: String,
+    /// The answer SDP.
+    pub sdp: String,
+    /// The resource's entity tag.
+    pub etag: String,
+}
+
+#[derive(Debug, Clone)]
+struct SessionEntry {
+    shard: usize,
+    peer: PeerId,
+    stream: String,
+    kind: SessionKind,
+    etag: String,
+}
+
+/// State the shards share with the signaling side.
+pub(crate) struct Shared {
+    streams: Arc<Streams>,
+    media: Vec<mpsc::Sender<Arc<crate::media::MediaPacket>>>,
+    commands: Vec<mpsc::UnboundedSender<Command>>,
+    sessions: Mutex<HashMap<String, SessionEntry>>,
+    metrics: EngineMetrics,
+}
+
+impl Shared {
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, SessionEntry>> {
+        // Entries are inserted and removed whole; a poisoned map is still consistent.
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn forget_session(&self, session: &str) {
+        self.sessions().remove(session);
+    }
+}
+
+/// Why the engine could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// A media socket could not be bound.
+    #[error("WebRTC UDP sockets: {0}")]
+    Bind(#[from] std::io::Error),
+}
+
+/// The engine handle the HTTP (and later gRPC) signaling uses.
+pub struct Engine {
+    shared: Arc<Shared>,
+    candidates: Vec<Vec<SocketAddr>>,
+    next_shard: AtomicUsize,
+    next_peer: AtomicU64,
+    service: Service,
+    ice_servers: Vec<String>,
+}
+
+impl Engine {
+    /// Binds the shards' sockets and starts the shards and the housekeeping task.
+    pub async fn start(
+        webrtc: &WebRtcConfig,
+        viewers: &ViewerConfig,
+        service: Service,
+        streams: Arc<Streams>,
+    ) -> std::result::Result<Arc<Engine>, StartError> {
+        let bound = sockets::bind(webrtc)?;
+        let mut media_tx = Vec::new();
+        let mut media_rx = Vec::new();
+        let mut cmd_tx = Vec::new();
+        let mut cmd_rx = Vec::new();
+        for _ in &bound {
+            let (tx, rx) = mpsc::channel(viewers.queue_packets.max(64));
+            media_tx.push(tx);
+            media_rx.push(rx);
+            let (tx, rx) = mpsc::unbounded_channel();
+            cmd_tx.push(tx);
+            cmd_rx.push(rx);
+        }
+        let shared = Arc::new(Shared {
+            streams: Arc::clone(&streams),
+            media: media_tx,
+            commands: cmd_tx,
+            sessions: Mutex::default(),
+            metrics: EngineMetrics::new(),
+        });
+        let mut candidates = Vec::new();
+        for (index, ((shard_sockets, media), commands)) in
+            bound.into_iter().zip(media_rx).zip(cmd_rx).enumerate()
+        {
+            let (dgram_tx, dgram_rx) = mpsc::channel(DATAGRAM_QUEUE);
+            let mut sockets = Vec::new();
+            for (socket_index, (std_socket, addr)) in shard_sockets.sockets.into_iter().enumerate()
+            {
+                let socket = Arc::new(UdpSocket::from_std(std_socket)?);
+                tokio::spawn(read_socket(
+                    Arc::clone(&socket),
+                    socket_index,
+                    dgram_tx.clone(),
+                    Arc::clone(&shared),
+                ));
+                sockets.push((socket, addr));
+            }
+            info!(
+                shard = index,
+                sockets = ?sockets.iter().map(|s| s.1).collect::<Vec<_>>(),
+                candidates = ?shard_sockets.candidates,
+                "WebRTC shard listening"
+            );
+            candidates.push(shard_sockets.candidates);
+            let shard = Shard::new(index, Arc::clone(&shared), sockets);
+            tokio::spawn(shard.run(commands, media, dgram_rx));
+        }
+        tokio::spawn(housekeeping(Arc::clone(&shared), viewers.reconnect_grace()));
+        Ok(Arc::new(Engine {
+            shared,
+            candidates,
+            next_shard: AtomicUsize::new(0),
+            next_peer: AtomicU64::new(1),
+            service,
+            ice_servers: webrtc.ice_servers.clone(),
+        }))
+    }
+
+    /// The Service that authorizes publishers.
+    pub fn service(&self) -> &Service {
+        &self.service
+    }
+
+    /// The node's streams.
+    pub fn streams(&self) -> &Streams {
+        &self.shared.streams
+    }
+
+    /// STUN/TURN URLs for clients.
+    pub fn ice_servers(&self) -> &[String] {
+        &self.ice_servers
+    }
+
+    fn pick_shard(&self) -> usize {
+        self.next_shard.fetch_add(1, Ordering::Relaxed) % self.candidates.len()
+    }
+
+    /// Answers a publisher's offer: authorizes it, takes the stream (or returns 409), starts
+    /// the session on a shard.
+    pub fn publish(
+        &self,
+        request: PublishRequest<'_>,
+        offer_sdp: String,
+        protocol: IngestProtocol,
+    ) -> Result<SessionAnswer> {
+        let stream = self.service.authorize_publish(request)?;
+        if !is_valid_name(&stream) {
+            return Err(Error::InvalidStreamName(stream));
+        }
+        let offer = offer::parse(&offer_sdp)?;
+        let now = Instant::now();
+        let previous: Vec<TrackInfo> = self
+            .shared
+            .streams
+            .get(&stream)
+            .map(|s| s.tracks)
+            .unwrap_or_default();
+        let shard = self.pick_shard();
+        let (built, tracks) =
+            setup::publisher(&offer, offer_sdp, &previous, &self.candidates[shard], now)?;
+        let session = new_session_id();
+        let last_media = Arc::new(AtomicU64::new(0));
+        let infos: Vec<TrackInfo> = tracks.iter().map(|t| t.info.clone()).collect();
+        let claim = self.shared.streams.claim(
+            &stream,
+            protocol,
+            infos,
+            &session,
+            shard,
+            Arc::clone(&last_media),
+            now,
+        )?;
+        if let Some(old) = &claim.replaced {
+            info!(%stream, "replacing a stale publisher");
+            self.close_session(old);
+        }
+        if !claim.viewers_continue {
+            info!(%stream, "publisher changed codecs; ending held viewers");
+            for tx in &self.shared.commands {
+                let _ = tx.send(Command::EndStream {
+                    stream: claim.stream,
+                });
+            }
+        }
+        let id = self.next_peer.fetch_add(1, Ordering::Relaxed);
+        let peer = Peer {
+            pc: built.pc,
+            session: session.clone(),
+            stream_name: stream.clone(),
+            stream: claim.stream,
+            local_ufrag: built.local_ufrag,
+            role: Role::Publisher(PublisherRole {
+                epoch: claim.epoch,
+                tracks,
+                counters: claim.counters,
+                last_media,
+                ssrcs: [None, None],
+                video_receiver: None,
+                last_keyframe_request: None,
+                keyframe_request_pending: false,
+            }),
+            next_timeout: None,
+            socket: None,
+            remote_addrs: Vec::new(),
+            created: now,
+            connected: false,
+        };
+        let etag = new_etag();
+        self.register(&session, shard, id, &stream, SessionKind::Publisher, &etag);
+        self.send(
+            shard,
+            Command::AddPeer {
+                id,
+                peer: Box::new(peer),
+            },
+        )?;
+        self.shared.metrics.publisher_joined();
+        info!(%session, %stream, shard, publishes = claim.epoch + 1, "publisher session started");
+        Ok(SessionAnswer {
+            session,
+            stream,
+            sdp: built.answer_sdp,
+            etag,
+        })
+    }
+
+    /// Answers a viewer's offer for `stream`.
+    pub fn watch(&self, stream: &str, offer_sdp: String) -> Result<SessionAnswer> {
+        let stream_ref = self
+            .shared
+            .streams
+            .get(stream)
+            .ok_or_else(|| Error::StreamNotFound(stream.to_owned()))?;
+        let offer = offer::parse(&offer_sdp)?;
+        let now = Instant::now();
+        let shard = self.pick_shard();
+        let (built, tracks) =
+            setup::viewer(&offer, offer_sdp, &stream_ref, &self.candidates[shard], now)?;
+        let session = new_session_id();
+        let id = self.next_peer.fetch_add(1, Ordering::Relaxed);
+        let peer = Peer {
+            pc: built.pc,
+            session: session.clone(),
+            stream_name: stream.to_owned(),
+            stream: stream_ref.id,
+            local_ufrag: built.local_ufrag,
+            role: Role::Viewer(ViewerRole::new(tracks)),
+            next_timeout: None,
+            socket: None,
+            remote_addrs: Vec::new(),
+            created: now,
+            connected: false,
+        };
+        let etag = new_etag();
+        self.register(&session, shard, id, stream, SessionKind::Viewer, &etag);
+        self.shared.streams.add_viewers(stream, 1);
+        self.shared.metrics.viewer_joined();
+        self.send(
+            shard,
+            Command::AddPeer {
+                id,
+                peer: Box::new(peer),
+            },
+        )?;
+        info!(%session, %stream, shard, "viewer session started");
+        Ok(SessionAnswer {
+            session,
+            stream: stream.to_owned(),
+            sdp: built.answer_sdp,
+            etag,
+        })
+    }
+
+    /// Applies a trickle-ICE fragment (`application/trickle-ice-sdpfrag`) to a session.
+    pub async fn trickle(
+        &self,
+        kind: SessionKind,
+        stream: &str,
+        session: &str,
+        if_match: Option<&str>,
+        fragment: &str,
+    ) -> Result<()> {
+        let entry = self.lookup(kind, stream, session)?;
+        if let Some(tag) = if_match
+            && tag != "*"
+            && tag.trim_matches('"') != entry.etag.trim_matches('"')
+        {
+            return Err(Error::PreconditionFailed);
+        }
+        let candidates = parse_trickle(fragment)?;
+        if candidates.is_empty() {
+            return Ok(());
+        }
+        let (reply, rx) = oneshot::channel();
+        self.send(
+            entry.shard,
+            Command::Trickle {
+                id: entry.peer,
+                candidates,
+                reply,
+            },
+        )?;
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(reason)) => Err(Error::MalformedFragment(reason)),
+            Err(_) => Err(Error::SessionNotFound),
+        }
+    }
+
+    /// Ends a session (HTTP DELETE).
+    pub fn end(&self, kind: SessionKind, stream: &str, session: &str) -> Result<()> {
+        let entry = self.lookup(kind, stream, session)?;
+        self.shared.forget_session(session);
+        self.send(
+            entry.shard,
+            Command::Close {
+                id: entry.peer,
+                reason: "ended by client",
+            },
+        )
+    }
+
+    fn lookup(&self, kind: SessionKind, stream: &str, session: &str) -> Result<SessionEntry> {
+        self.shared
+            .sessions()
+            .get(session)
+            .filter(|e| e.kind == kind && e.stream == stream)
+            .cloned()
+            .ok_or(Error::SessionNotFound)
+    }
+
+    fn close_session(&self, session: &str) {
+        let entry = self.shared.sessions().remove(session);
+        if let Some(e) = entry {
+            let _ = self.send(
+                e.shard,
+                Command::Close {
+                    id: e.peer,
+                    reason: "replaced by a new publisher",
+                },
+            );
+        }
+    }
+
+    fn register(
+        &self,
+        session: &str,
+        shard: usize,
+        peer: PeerId,
+        stream: &str,
+        kind: SessionKind,
+        etag: &str,
+    ) {
+        self.shared.sessions().insert(
+            session.to_owned(),
+            SessionEntry {
+                shard,
+                peer,
+                stream: stream.to_owned(),
+                kind,
+                etag: etag.to_owned(),
+            },
+        );
+    }
+
+    fn send(&self, shard: usize, cmd: Command) -> Result<()> {
+        self.shared.commands[shard]
+            .send(cmd)
+            .map_err(|_| Error::Unavailable)
+    }
+}
+
+fn new_session_id() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
+}
+
+fn new_etag() -> String {
+    format!("\"{}\"", hex::encode(rand::random::<[u8; 8]>()))
+}
+
+/// The candidates of a trickle fragment. ICE restarts (new credentials) are not supported yet.
+fn parse_trickle(fragment: &str) -> Result<Vec<RTCIceCandidateInit>> {
+    let mut mid = None;
+    let mut out = Vec::new();
+    for line in fragment.lines().map(str::trim) {
+        if let Some(m) = line.strip_prefix("a=mid:") {
+            mid = Some(m.to_owned());
+        } else if let Some(c) = line.strip_prefix("a=candidate:") {
+            out.push(RTCIceCandidateInit {
+                candidate: format!("candidate:{c}"),
+                sdp_mid: mid.clone(),
+                ..Default::default()
+            });
+        } else if line.starts_with("a=ice-ufrag:") || line.starts_with("a=ice-pwd:") {
+            return Err(Error::IceRestartUnsupported);
+        } else if !(line.is_empty() || line.starts_with("a=") || line.starts_with("m=")) {
+            return Err(Error::MalformedFragment(format!(
+                "unexpected line `{line}`"
+            )));
+        }
+    }
+    Ok(out)
+}
+
+async fn read_socket(
+    socket: Arc<UdpSocket>,
+    index: usize,
+    tx: mpsc::Sender<Datagram>,
+    shared: Arc<Shared>,
+) {
+    let mut buf = vec![0u8; 2048];
+    loop {
+        match socket.recv_from(&mut buf).await {
+            Ok((n, from)) => {
+                let d = Datagram {
+                    socket: index,
+                    from,
+                    data: bytes::BytesMut::from(&buf[..n]),
+                };
+                match tx.try_send(d) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        shared.metrics.drops_datagram_queue.increment(1)
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => return,
+                }
+            }
+            // ICMP port-unreachable from a vanished peer surfaces here on Linux; keep reading.
+            Err(e) => tracing::debug!("UDP receive: {e}"),
+        }
+    }
+}
+
+/// Once a second: bitrates, and ending streams whose publisher did not come back in time.
+async fn housekeeping(shared: Arc<Shared>, grace: Duration) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let now = Instant::now();
+        shared.streams.sample_bitrates(now);
+        for (id, name) in shared.streams.expire(grace, now) {
+            warn!(stream = %name, "publisher did not return within the grace period; ending viewers");
+            for tx in &shared.commands {
+                let _ = tx.send(Command::EndStream { stream: id });
+            }
+        }
+        let (live, viewers) = shared.streams.live_counts();
+        ::metrics::gauge!("waveguide_streams").set(live as f64);
+        ::metrics::gauge!("waveguide_stream_viewers").set(viewers as f64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trickle_fragment_parses_candidates_and_refuses_restart() {
+        let frag = "a=ice-options:trickle\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\na=candidate:1 1 udp 2130706431 10.0.0.1 5000 typ host\r\na=end-of-candidates\r\n";
+        let c = parse_trickle(frag).unwrap();
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].sdp_mid.as_deref(), Some("0"));
+        assert!(c[0].candidate.starts_with("candidate:1 1 udp"));
+        assert!(matches!(
+            parse_trickle("a=ice-ufrag:abcd\r\na=ice-pwd:efgh\r\n"),
+            Err(Error::IceRestartUnsupported)
+        ));
+        assert!(matches!(
+            parse_trickle("garbage"),
+            Err(Error::MalformedFragment(_))
+        ));
+    }
+}

@@ -1,0 +1,83 @@
+//! One peer connection as a shard holds it: the sans-IO connection plus what it is for.
+
+use super::rewrite::Rewriter;
+use super::setup::{PublisherTrack, ViewerTrack};
+use crate::media::TrackKind;
+use crate::stream::TrackCounters;
+use rtc::peer_connection::RTCPeerConnection;
+use rtc::rtp_transceiver::RTCRtpReceiverId;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Instant;
+
+/// Engine-wide peer id (shards never reuse one).
+pub(crate) type PeerId = u64;
+
+/// A connection and its role.
+pub(crate) struct Peer {
+    pub pc: RTCPeerConnection,
+    pub session: String,
+    pub stream_name: String,
+    pub stream: u64,
+    pub local_ufrag: String,
+    pub role: Role,
+    pub next_timeout: Option<Instant>,
+    /// Index of the shard socket the peer last spoke to: replies leave from it, so their
+    /// source address is the one the peer reached.
+    pub socket: Option<usize>,
+    /// Remote addresses learned from connectivity checks (for demultiplexing).
+    pub remote_addrs: Vec<SocketAddr>,
+    pub created: Instant,
+    pub connected: bool,
+}
+
+/// What a peer does.
+pub(crate) enum Role {
+    Publisher(PublisherRole),
+    Viewer(ViewerRole),
+}
+
+/// A publisher's state.
+pub(crate) struct PublisherRole {
+    pub epoch: u32,
+    pub tracks: Vec<PublisherTrack>,
+    pub counters: Vec<Arc<TrackCounters>>,
+    pub last_media: Arc<AtomicU64>,
+    /// The one SSRC forwarded per kind (`[audio, video]`); others (simulcast layers, RTX) are
+    /// not forwarded.
+    pub ssrcs: [Option<u32>; 2],
+    /// The video receiver and its media SSRC, for keyframe requests.
+    pub video_receiver: Option<(RTCRtpReceiverId, u32)>,
+    pub last_keyframe_request: Option<Instant>,
+    pub keyframe_request_pending: bool,
+}
+
+/// A viewer's state.
+pub(crate) struct ViewerRole {
+    pub tracks: Vec<(ViewerTrack, Rewriter)>,
+    /// Set once the first video packet went out, for the join-time histogram.
+    pub first_video_sent: bool,
+}
+
+impl ViewerRole {
+    pub(crate) fn new(tracks: Vec<ViewerTrack>) -> Self {
+        Self {
+            tracks: tracks
+                .into_iter()
+                .map(|t| {
+                    let rw = Rewriter::new(t.kind, t.codec.clock_rate());
+                    (t, rw)
+                })
+                .collect(),
+            first_video_sent: false,
+        }
+    }
+
+    /// Whether the video track still waits for a keyframe.
+    pub(crate) fn waiting_for_keyframe(&self) -> bool {
+        self.tracks
+            .iter()
+            .any(|(t, rw)| t.kind == TrackKind::Video && rw.waiting_for_keyframe())
+    }
+}

@@ -1,0 +1,593 @@
+//! A shard: one task that owns its UDP sockets and every peer connection on them, and delivers
+//! each publisher packet to its own viewers. Packets reach a shard once, whatever the number
+//! of viewers on it; nothing here takes a lock per packet.
+
+use super::Shared;
+use super::demux::Demux;
+use super::peer::{Peer, PeerId, Role};
+use crate::media::{KeyframeCache, MediaPacket, TrackKind, is_keyframe_start};
+use bytes::BytesMut;
+use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
+use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::transport::RTCIceCandidateInit;
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+/// How often timers are checked; rtc's timers (ICE keep-alive, DTLS retransmit, RTCP reports)
+/// need no finer grain, and one tick serves every peer.
+const TICK: Duration = Duration::from_millis(10);
+/// A peer that has not connected after this long is dropped.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Keyframe requests to one publisher are merged into at most one per this interval.
+const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Work for a shard from the signaling side.
+pub(crate) enum Command {
+    AddPeer {
+        id: PeerId,
+        peer: Box<Peer>,
+    },
+    Trickle {
+        id: PeerId,
+        candidates: Vec<RTCIceCandidateInit>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    Close {
+        id: PeerId,
+        reason: &'static str,
+    },
+    /// The stream is over (grace expired, or its new publisher changed codecs): end its viewers.
+    EndStream {
+        stream: u64,
+    },
+    RequestKeyframe {
+        stream: u64,
+    },
+}
+
+/// A datagram read by one of the shard's socket readers.
+pub(crate) struct Datagram {
+    pub socket: usize,
+    pub from: SocketAddr,
+    pub data: BytesMut,
+}
+
+#[derive(Default)]
+struct LocalStream {
+    video_cache: KeyframeCache,
+    viewers: Vec<PeerId>,
+    publisher: Option<PeerId>,
+    last_keyframe_request: Option<Instant>,
+}
+
+pub(crate) struct Shard {
+    index: usize,
+    shared: Arc<Shared>,
+    sockets: Vec<(Arc<UdpSocket>, SocketAddr)>,
+    peers: HashMap<PeerId, Peer>,
+    demux: Demux,
+    streams: HashMap<u64, LocalStream>,
+}
+
+impl Shard {
+    pub(crate) fn new(
+        index: usize,
+        shared: Arc<Shared>,
+        sockets: Vec<(Arc<UdpSocket>, SocketAddr)>,
+    ) -> Self {
+        Self {
+            index,
+            shared,
+            sockets,
+            peers: HashMap::new(),
+            demux: Demux::default(),
+            streams: HashMap::new(),
+        }
+    }
+
+    pub(crate) async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut media: mpsc::Receiver<Arc<MediaPacket>>,
+        mut datagrams: mpsc::Receiver<Datagram>,
+    ) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                biased;
+                Some(cmd) = commands.recv() => self.on_command(cmd),
+                Some(d) = datagrams.recv() => {
+                    let now = Instant::now();
+                    self.on_datagram(d, now);
+                    for _ in 0..64 {
+                        match datagrams.try_recv() {
+                            Ok(d) => self.on_datagram(d, now),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Some(p) = media.recv() => {
+                    let now = Instant::now();
+                    self.on_media(&p, now);
+                    for _ in 0..256 {
+                        match media.try_recv() {
+                            Ok(p) => self.on_media(&p, now),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                _ = tick.tick() => self.on_tick(Instant::now()),
+                else => break,
+            }
+        }
+        debug!(shard = self.index, "shard stopped");
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        let now = Instant::now();
+        match cmd {
+            Command::AddPeer { id, peer } => {
+                self.demux.add_ufrag(&peer.local_ufrag, id);
+                let local = self.streams.entry(peer.stream).or_default();
+                match &peer.role {
+                    Role::Publisher(_) => local.publisher = Some(id),
+                    Role::Viewer(_) => local.viewers.push(id),
+                }
+                self.peers.insert(id, *peer);
+                self.drain(id, now);
+            }
+            Command::Trickle {
+                id,
+                candidates,
+                reply,
+            } => {
+                let result = match self.peers.get_mut(&id) {
+                    None => Err("session ended".to_owned()),
+                    Some(peer) => candidates
+                        .into_iter()
+                        .try_for_each(|c| peer.pc.add_remote_candidate(c))
+                        .map_err(|e| e.to_string()),
+                };
+                let _ = reply.send(result);
+                self.drain(id, now);
+            }
+            Command::Close { id, reason } => self.close_peer(id, reason, now),
+            Command::EndStream { stream } => {
+                if let Some(local) = self.streams.get_mut(&stream) {
+                    local.video_cache.clear();
+                    let viewers = std::mem::take(&mut local.viewers);
+                    for v in viewers {
+                        self.close_peer(v, "stream ended", now);
+                    }
+                }
+                if self
+                    .streams
+                    .get(&stream)
+                    .is_some_and(|l| l.publisher.is_none())
+                {
+                    self.streams.remove(&stream);
+                }
+            }
+            Command::RequestKeyframe { stream } => {
+                if let Some(id) = self.streams.get(&stream).and_then(|l| l.publisher)
+                    && let Some(Peer {
+                        role: Role::Publisher(p),
+                        ..
+                    }) = self.peers.get_mut(&id)
+                {
+                    p.keyframe_request_pending = true;
+                    self.send_keyframe_request(id, now);
+                }
+            }
+        }
+    }
+
+    fn on_datagram(&mut self, d: Datagram, now: Instant) {
+        let Some(id) = self.demux.route(&d.data, d.from) else {
+            self.shared.metrics.unroutable.increment(1);
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(&id) else {
+            self.demux.forget_addr(d.from);
+            return;
+        };
+        if !peer.remote_addrs.contains(&d.from) {
+            peer.remote_addrs.push(d.from);
+        }
+        peer.socket = Some(d.socket);
+        let local_addr = self.sockets[d.socket].1;
+        let msg = TaggedBytesMut {
+            now,
+            transport: TransportContext {
+                local_addr,
+                peer_addr: d.from,
+                ecn: None,
+                transport_protocol: TransportProtocol::UDP,
+            },
+            message: d.data,
+        };
+        if let Err(e) = peer.pc.handle_read(msg) {
+            debug!(session = %peer.session, "dropped datagram: {e}");
+        }
+        self.drain(id, now);
+    }
+
+    fn on_tick(&mut self, now: Instant) {
+        let due: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.next_timeout.is_some_and(|t| t <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            if let Some(peer) = self.peers.get_mut(&id)
+                && let Err(e) = peer.pc.handle_timeout(now)
+            {
+                debug!(session = %peer.session, "timeout handling: {e}");
+            }
+            self.drain(id, now);
+        }
+        let stale: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| !p.connected && now.duration_since(p.created) > CONNECT_TIMEOUT)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            self.close_peer(id, "never connected", now);
+        }
+        let pending: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| matches!(&p.role, Role::Publisher(r) if r.keyframe_request_pending))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in pending {
+            self.send_keyframe_request(id, now);
+        }
+    }
+
+    /// Delivers one publisher packet to this shard's viewers of its stream.
+    fn on_media(&mut self, packet: &Arc<MediaPacket>, now: Instant) {
+        let Some(local) = self.streams.get_mut(&packet.stream) else {
+            // No viewers and no publisher here yet: remember the GOP for viewers to come.
+            let mut local = LocalStream::default();
+            if packet.kind == TrackKind::Video {
+                local.video_cache.push(packet);
+            }
+            self.streams.insert(packet.stream, local);
+            return;
+        };
+        if packet.kind == TrackKind::Video {
+            local.video_cache.push(packet);
+        }
+        let mut want_keyframe = false;
+        for id in &local.viewers {
+            let Some(peer) = self.peers.get_mut(id) else {
+                continue;
+            };
+            if !peer.connected {
+                continue;
+            }
+            want_keyframe |= forward(peer, packet, now, &self.shared);
+            flush(peer, &self.sockets, &self.shared);
+        }
+        if want_keyframe {
+            self.request_keyframe(packet.stream, now);
+        }
+    }
+
+    fn request_keyframe(&mut self, stream: u64, now: Instant) {
+        let Some(local) = self.streams.get_mut(&stream) else {
+            return;
+        };
+        if local
+            .last_keyframe_request
+            .is_some_and(|t| now.duration_since(t) < KEYFRAME_REQUEST_INTERVAL)
+        {
+            return;
+        }
+        local.last_keyframe_request = Some(now);
+        if let Some(shard) = self.shared.streams.publisher_shard(stream)
+            && let Some(tx) = self.shared.commands.get(shard)
+        {
+            let _ = tx.send(Command::RequestKeyframe { stream });
+        }
+    }
+
+    fn send_keyframe_request(&mut self, id: PeerId, now: Instant) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let Role::Publisher(p) = &mut peer.role else {
+            return;
+        };
+        if p.last_keyframe_request
+            .is_some_and(|t| now.duration_since(t) < KEYFRAME_REQUEST_INTERVAL)
+        {
+            return;
+        }
+        let Some((receiver, media_ssrc)) = p.video_receiver else {
+            return;
+        };
+        p.keyframe_request_pending = false;
+        p.last_keyframe_request = Some(now);
+        if let Some(mut r) = peer.pc.rtp_receiver(receiver) {
+            let pli = PictureLossIndication {
+                sender_ssrc: 0,
+                media_ssrc,
+            };
+            match r.write_rtcp(now, vec![Box::new(pli)]) {
+                Ok(()) => self.shared.metrics.plis_sent.increment(1),
+                Err(e) => debug!(session = %peer.session, "PLI not sent: {e}"),
+            }
+        }
+        flush(peer, &self.sockets, &self.shared);
+    }
+
+    /// Runs a peer's outputs dry: datagrams out, events and media handled, next timer noted.
+    fn drain(&mut self, id: PeerId, now: Instant) {
+        let mut became_connected = false;
+        let mut failed = None;
+        let mut out_packets: Vec<Arc<MediaPacket>> = Vec::new();
+        let mut keyframe_wanted = false;
+        {
+            let Some(peer) = self.peers.get_mut(&id) else {
+                return;
+            };
+            flush(peer, &self.sockets, &self.shared);
+            while let Some(event) = peer.pc.poll_event() {
+                match event {
+                    RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
+                        debug!(session = %peer.session, %state, "connection state");
+                        match state {
+                            RTCPeerConnectionState::Connected if !peer.connected => {
+                                peer.connected = true;
+                                became_connected = true;
+                            }
+                            RTCPeerConnectionState::Failed => failed = Some("connection failed"),
+                            RTCPeerConnectionState::Closed => failed = Some("connection closed"),
+                            _ => {}
+                        }
+                    }
+                    RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
+                        let is_video = peer
+                            .pc
+                            .rtp_receiver(init.receiver_id)
+                            .is_some_and(|r| r.track().kind() == RtpCodecKind::Video);
+                        if let Role::Publisher(p) = &mut peer.role
+                            && is_video
+                            && p.video_receiver.is_none()
+                        {
+                            p.video_receiver = Some((init.receiver_id, init.ssrc));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            while let Some(TaggedRTCMessage { message, .. }) = peer.pc.poll_read() {
+                match message {
+                    RTCMessage::RtpPacket(_, rtp) => {
+                        if let Role::Publisher(p) = &mut peer.role
+                            && let Some(packet) = ingest(p, peer.stream, rtp, now, &self.shared)
+                        {
+                            out_packets.push(packet);
+                        }
+                    }
+                    RTCMessage::RtcpPacket(_, packets) => {
+                        for p in &packets {
+                            let any = p.as_any();
+                            if any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() {
+                                self.shared.metrics.plis_received.increment(1);
+                                keyframe_wanted |= matches!(peer.role, Role::Viewer(_));
+                            } else if any.is::<TransportLayerNack>() {
+                                self.shared.metrics.nacks_received.increment(1);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            flush(peer, &self.sockets, &self.shared);
+            peer.next_timeout = peer.pc.poll_timeout();
+        }
+        let stream = self.peers.get(&id).map(|p| p.stream);
+        for packet in out_packets {
+            self.fan_out(packet);
+        }
+        if became_connected {
+            self.on_connected(id, now);
+        }
+        if keyframe_wanted && let Some(stream) = stream {
+            self.request_keyframe(stream, now);
+        }
+        if let Some(reason) = failed {
+            self.close_peer(id, reason, now);
+        }
+    }
+
+    /// Hands a publisher packet to every shard once (this one included, via its own queue).
+    fn fan_out(&self, packet: Arc<MediaPacket>) {
+        for tx in self.shared.media.iter() {
+            if tx.try_send(Arc::clone(&packet)).is_err() {
+                self.shared.metrics.drops_shard_queue.increment(1);
+            }
+        }
+    }
+
+    fn on_connected(&mut self, id: PeerId, now: Instant) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        info!(session = %peer.session, stream = %peer.stream_name, "connected");
+        if !matches!(peer.role, Role::Viewer(_)) {
+            return;
+        }
+        let stream = peer.stream;
+        let mut waiting = true;
+        if let Some(local) = self.streams.get(&stream) {
+            // Replay the newest GOP so the first picture does not wait for the next keyframe.
+            for packet in local.video_cache.packets() {
+                forward(peer, packet, now, &self.shared);
+                flush(peer, &self.sockets, &self.shared);
+            }
+            if let Role::Viewer(v) = &peer.role {
+                waiting = v.waiting_for_keyframe();
+            }
+        }
+        // A WebRTC publisher also gets one (rate-limited) request, so the picture is fresh.
+        let _ = waiting;
+        self.request_keyframe(stream, now);
+    }
+
+    fn close_peer(&mut self, id: PeerId, reason: &'static str, now: Instant) {
+        let Some(mut peer) = self.peers.remove(&id) else {
+            return;
+        };
+        let _ = peer.pc.close();
+        flush(&mut peer, &self.sockets, &self.shared);
+        self.demux.remove(&peer.local_ufrag, &peer.remote_addrs, id);
+        if let Some(local) = self.streams.get_mut(&peer.stream) {
+            local.viewers.retain(|v| *v != id);
+            if local.publisher == Some(id) {
+                local.publisher = None;
+            }
+        }
+        self.shared.forget_session(&peer.session);
+        match peer.role {
+            Role::Publisher(_) => {
+                self.shared
+                    .streams
+                    .publisher_gone(&peer.stream_name, &peer.session, now);
+                self.shared.metrics.publisher_left();
+            }
+            Role::Viewer(_) => {
+                self.shared.streams.add_viewers(&peer.stream_name, -1);
+                self.shared.metrics.viewer_left();
+            }
+        }
+        info!(session = %peer.session, stream = %peer.stream_name, reason, "session ended");
+    }
+}
+
+/// Turns a publisher's RTP packet into the shared packet every viewer gets.
+fn ingest(
+    p: &mut super::peer::PublisherRole,
+    stream: u64,
+    mut rtp: rtc::rtp::Packet,
+    now: Instant,
+    shared: &Shared,
+) -> Option<Arc<MediaPacket>> {
+    let (index, track) = p
+        .tracks
+        .iter()
+        .enumerate()
+        .find(|(_, t)| t.payload_type == rtp.header.payload_type)?;
+    let kind = track.info.kind;
+    let ssrc = &mut p.ssrcs[kind.index()];
+    if *ssrc.get_or_insert(rtp.header.ssrc) != rtp.header.ssrc {
+        return None;
+    }
+    let counters = &p.counters[index];
+    counters.packets.fetch_add(1, Ordering::Relaxed);
+    counters
+        .bytes
+        .fetch_add(rtp.payload.len() as u64, Ordering::Relaxed);
+    p.last_media
+        .store(shared.streams.clock_ms(now).max(1), Ordering::Relaxed);
+    shared.metrics.packets_in.increment(1);
+    shared.metrics.bytes_in.increment(rtp.payload.len() as u64);
+    // Extension ids are negotiated per connection; viewers get none.
+    rtp.header.extension = false;
+    rtp.header.extension_profile = 0;
+    rtp.header.extensions.clear();
+    rtp.header.padding = false;
+    let keyframe_start =
+        kind == TrackKind::Video && is_keyframe_start(track.info.codec.codec, &rtp.payload);
+    Some(Arc::new(MediaPacket {
+        stream,
+        kind,
+        epoch: p.epoch,
+        keyframe_start,
+        rtp,
+    }))
+}
+
+/// Writes one packet to a viewer, rewritten for it. Returns whether the viewer waits for a
+/// keyframe (so one should be asked for).
+fn forward(peer: &mut Peer, packet: &MediaPacket, now: Instant, shared: &Shared) -> bool {
+    let Role::Viewer(v) = &mut peer.role else {
+        return false;
+    };
+    let Some((track, rewriter)) = v.tracks.iter_mut().find(|(t, _)| t.kind == packet.kind) else {
+        return false;
+    };
+    let Some((seq, ts)) = rewriter.map(packet, now) else {
+        return packet.kind == TrackKind::Video;
+    };
+    let mut rtp = packet.rtp.clone();
+    rtp.header.ssrc = track.ssrc;
+    rtp.header.payload_type = track.payload_type;
+    rtp.header.sequence_number = seq;
+    rtp.header.timestamp = ts;
+    let sender = track.sender;
+    if packet.kind == TrackKind::Video && !v.first_video_sent {
+        v.first_video_sent = true;
+        shared
+            .metrics
+            .join_seconds
+            .record(now.duration_since(peer.created).as_secs_f64());
+    }
+    match peer.pc.rtp_sender(sender) {
+        Some(mut s) => {
+            if let Err(e) = s.write_rtp(now, rtp) {
+                shared.metrics.drops_write.increment(1);
+                debug!(session = %peer.session, "write_rtp: {e}");
+            }
+        }
+        None => shared.metrics.drops_write.increment(1),
+    }
+    false
+}
+
+/// Sends everything the connection has queued, from the socket the peer last reached.
+/// A full socket drops (and counts) instead of waiting: a slow viewer never stalls the shard.
+fn flush(peer: &mut Peer, sockets: &[(Arc<UdpSocket>, SocketAddr)], shared: &Shared) {
+    while let Some(msg) = peer.pc.poll_write() {
+        let index = sockets
+            .iter()
+            .position(|(_, a)| *a == msg.transport.local_addr)
+            .or(peer.socket);
+        let Some((socket, _)) = index.and_then(|i| sockets.get(i)) else {
+            shared.metrics.drops_no_route.increment(1);
+            continue;
+        };
+        match socket.try_send_to(&msg.message, msg.transport.peer_addr) {
+            Ok(n) => {
+                shared.metrics.packets_out.increment(1);
+                shared.metrics.bytes_out.increment(n as u64);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                shared.metrics.drops_socket_full.increment(1);
+            }
+            Err(e) => {
+                shared.metrics.drops_send_error.increment(1);
+                warn!(session = %peer.session, "send to {}: {e}", msg.transport.peer_addr);
+            }
+        }
+    }
+}

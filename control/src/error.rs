@@ -1,0 +1,80 @@
+//! The control's error type and its one mapping to HTTP status codes.
+
+use std::fmt;
+
+/// Everything that can go wrong while starting, answering or ending a session.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No credentials where the Service needs them.
+    #[error("missing stream key (send `Authorization: Bearer <key>`)")]
+    MissingKey,
+    /// The key is not valid for this stream.
+    #[error("invalid stream key")]
+    InvalidKey,
+    /// The offer is not an SDP we can read.
+    #[error("malformed SDP offer: {0}")]
+    MalformedSdp(String),
+    /// The offer names no codec this node (or this stream) can use.
+    #[error("no common codec: {0}")]
+    NoCommonCodec(CodecList),
+    /// A publisher is already live on the stream.
+    #[error("stream `{0}` already has a live publisher")]
+    StreamBusy(String),
+    /// Nobody publishes this stream here.
+    #[error("stream `{0}` is not live on this node")]
+    StreamNotFound(String),
+    /// The session resource does not exist (ended, or never did).
+    #[error("no such session")]
+    SessionNotFound,
+    /// `If-Match` named another version of the session.
+    #[error("session has changed (ETag mismatch)")]
+    PreconditionFailed,
+    /// A trickle or restart fragment we cannot read.
+    #[error("malformed SDP fragment: {0}")]
+    MalformedFragment(String),
+    /// The stream name is not usable in URLs.
+    #[error("invalid stream name `{0}` (letters, digits, '-', '_', '.', at most 128)")]
+    InvalidStreamName(String),
+    /// The client asked for an ICE restart, which this node does not do yet.
+    #[error("ICE restart is not supported; start a new session")]
+    IceRestartUnsupported,
+    /// The node is not accepting new sessions.
+    #[error("node is at capacity or draining")]
+    Unavailable,
+    /// The WebRTC engine refused the session; a bug or an exotic offer.
+    #[error("WebRTC engine: {0}")]
+    Engine(String),
+}
+
+/// Codec names listed in an error, so a client learns what it should have offered.
+#[derive(Debug, Clone, Default)]
+pub struct CodecList(pub Vec<String>);
+
+impl fmt::Display for CodecList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "this stream carries {}", self.0.join(", "))
+    }
+}
+
+impl Error {
+    /// The HTTP status for this error; the only place that decides it.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Error::MissingKey | Error::InvalidKey => 401,
+            Error::MalformedSdp(_) | Error::MalformedFragment(_) | Error::InvalidStreamName(_) => {
+                400
+            }
+            Error::IceRestartUnsupported => 501,
+            Error::NoCommonCodec(_) => 406,
+            Error::StreamBusy(_) => 409,
+            Error::StreamNotFound(_) | Error::SessionNotFound => 404,
+            Error::PreconditionFailed => 412,
+            Error::Unavailable => 503,
+            Error::Engine(_) => 500,
+        }
+    }
+}
+
+/// Result with the control's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

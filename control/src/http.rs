@@ -1,0 +1,213 @@
+//! The HTTP face shared by WHIP and WHEP: the SDP body extractor, the `201 Created` answer,
+//! session resources (PATCH/DELETE) and the one mapping of [`Error`] to a response.
+//!
+//! Routes live with their protocol (`inputs::whip`, `outputs::whep`); this module owns only
+//! what both need, so the two stay identical where RFC 9725 and the WHEP draft agree.
+
+use crate::engine::{Engine, SessionAnswer, SessionKind};
+use crate::error::Error;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+use tracing::debug;
+
+/// Largest SDP body accepted; a real offer is a few KiB.
+pub const MAX_SDP_BYTES: usize = 64 * 1024;
+
+/// State of the signaling routes.
+#[derive(Clone)]
+pub struct SignalingState {
+    /// The engine that answers.
+    pub engine: Arc<Engine>,
+    /// Base URL for `Location` headers (`https://edge.example.org`); when unset, built from
+    /// the request's `Host`.
+    pub public_url: Option<String>,
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if status.is_server_error() {
+            tracing::error!("request failed: {self}");
+        } else {
+            debug!("request refused ({status}): {self}");
+        }
+        (
+            status,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("{self}\n"),
+        )
+            .into_response()
+    }
+}
+
+/// A request body that must be `application/sdp`.
+pub struct SdpBody(pub String);
+
+/// Why an SDP body was refused.
+#[derive(Debug)]
+pub enum SdpBodyRejection {
+    /// 415: not `application/sdp`.
+    WrongType(String),
+    /// 413: larger than [`MAX_SDP_BYTES`].
+    TooLarge,
+    /// 400: empty or not UTF-8.
+    Unreadable(&'static str),
+}
+
+impl IntoResponse for SdpBodyRejection {
+    fn into_response(self) -> Response {
+        let (status, text) = match self {
+            SdpBodyRejection::WrongType(got) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("expected Content-Type: application/sdp, got `{got}`\n"),
+            ),
+            SdpBodyRejection::TooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("SDP body larger than {MAX_SDP_BYTES} bytes\n"),
+            ),
+            SdpBodyRejection::Unreadable(why) => (StatusCode::BAD_REQUEST, format!("{why}\n")),
+        };
+        (status, text).into_response()
+    }
+}
+
+impl<S: Send + Sync> FromRequest<S> for SdpBody {
+    type Rejection = SdpBodyRejection;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let body = typed_body(req, state, "application/sdp").await?;
+        if body.trim().is_empty() {
+            return Err(SdpBodyRejection::Unreadable("empty SDP body"));
+        }
+        Ok(SdpBody(body))
+    }
+}
+
+/// A request body of `application/trickle-ice-sdpfrag`.
+pub struct SdpFragBody(pub String);
+
+impl<S: Send + Sync> FromRequest<S> for SdpFragBody {
+    type Rejection = SdpBodyRejection;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        Ok(SdpFragBody(
+            typed_body(req, state, "application/trickle-ice-sdpfrag").await?,
+        ))
+    }
+}
+
+async fn typed_body<S: Send + Sync>(
+    req: Request,
+    state: &S,
+    want: &str,
+) -> Result<String, SdpBodyRejection> {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    if !essence.eq_ignore_ascii_case(want) {
+        return Err(SdpBodyRejection::WrongType(content_type));
+    }
+    if let Some(len) = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        && len > MAX_SDP_BYTES
+    {
+        return Err(SdpBodyRejection::TooLarge);
+    }
+    let bytes = Bytes::from_request(req, state)
+        .await
+        .map_err(|_| SdpBodyRejection::TooLarge)?;
+    if bytes.len() > MAX_SDP_BYTES {
+        return Err(SdpBodyRejection::TooLarge);
+    }
+    String::from_utf8(bytes.to_vec()).map_err(|_| SdpBodyRejection::Unreadable("body is not UTF-8"))
+}
+
+/// The bearer token of a request, if any.
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// The absolute URL of `path` on this node, as the client reached it.
+pub fn absolute_url(state: &SignalingState, headers: &HeaderMap, path: &str) -> String {
+    if let Some(base) = &state.public_url {
+        return format!("{}{path}", base.trim_end_matches('/'));
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    let scheme = headers
+        .get("x-forwarded-proto")
+        .and_then(|h| h.to_str().ok())
+        .filter(|p| *p == "https" || *p == "http")
+        .unwrap_or("http");
+    format!("{scheme}://{host}{path}")
+}
+
+/// `201 Created` with the answer, as WHIP and WHEP clients (OBS among them) require.
+pub fn created(state: &SignalingState, answer: SessionAnswer, location: String) -> Response {
+    let mut response = (StatusCode::CREATED, answer.sdp).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/sdp"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        headers.insert(header::LOCATION, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&answer.etag) {
+        headers.insert(header::ETAG, v);
+    }
+    for url in state.engine.ice_servers() {
+        if let Ok(v) = HeaderValue::from_str(&format!("<{url}>; rel=\"ice-server\"")) {
+            headers.append(header::LINK, v);
+        }
+    }
+    response
+}
+
+/// `PATCH` on a session resource: trickle candidates.
+pub async fn patch_session(
+    state: &SignalingState,
+    kind: SessionKind,
+    stream: &str,
+    session: &str,
+    headers: &HeaderMap,
+    fragment: &str,
+) -> Response {
+    let if_match = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok());
+    match state
+        .engine
+        .trickle(kind, stream, session, if_match, fragment)
+        .await
+    {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `DELETE` on a session resource: `200`, as OBS expects.
+pub fn delete_session(
+    state: &SignalingState,
+    kind: SessionKind,
+    stream: &str,
+    session: &str,
+) -> Response {
+    match state.engine.end(kind, stream, session) {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(e) => e.into_response(),
+    }
+}

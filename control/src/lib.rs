@@ -1,0 +1,26 @@
+//! The control: every live stream on the node and the WebRTC engine that moves its media.
+//!
+//! # Layout
+//!
+//! - [`engine`]: the WebRTC engine — shards that own UDP sockets and `rtc` peer connections,
+//!   publisher and viewer sessions, fan-out, keyframe replay, PLI and NACK handling.
+//! - [`stream`]: the registry of streams (tracks, publisher, viewers, counters) the signaling
+//!   side and the REST API read.
+//! - [`media`]: the shared packet type, codecs, keyframe detection and the keyframe cache.
+//! - [`service`]: stream authentication (open, static keys).
+//! - [`http`]: the HTTP face shared by WHIP and WHEP (SDP bodies, session resources, errors).
+//! - [`config`]: typed configuration of the above.
+//!
+//! Inputs (`waveguide-inputs`) and outputs (`waveguide-outputs`) build on this crate; it
+//! depends on neither.
+
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod http;
+pub mod media;
+pub mod service;
+pub mod stream;
+
+pub use engine::{Engine, SessionAnswer, SessionKind};
+pub use error::{Error, Result};

@@ -1,0 +1,36 @@
+//! The streams live on this node: their tracks, publisher, viewers and counters.
+//!
+//! This registry is the signaling path's view (REST, WHIP/WHEP decisions); the media path never
+//! takes its lock: shards keep their own per-stream state and only touch the atomic counters.
+
+mod registry;
+mod status;
+
+pub use registry::{PublisherClaim, StreamRef, Streams, TrackCounters, TrackInfo};
+pub use status::{StreamStatus, TrackStatus};
+
+/// Ingest protocols, as shown in the API and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IngestProtocol {
+    /// WebRTC-HTTP ingest.
+    Whip,
+}
+
+impl IngestProtocol {
+    /// Lower-case label for metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IngestProtocol::Whip => "whip",
+        }
+    }
+}
+
+/// Whether `name` can be a stream name: it appears in URLs and logs, so keep it plain.
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}

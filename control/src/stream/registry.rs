@@ -1,0 +1,335 @@
+//! The registry of streams, behind one short-held std mutex (never held across `.await`, never
+//! taken per packet).
+
+use super::{IngestProtocol, StreamStatus, TrackStatus};
+use crate::error::{Error, Result};
+use crate::media::{CodecParams, TrackKind};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// A publisher whose last packet is older than this may be replaced by a new one with the same
+/// credentials (OBS reconnecting after a network blip never sends DELETE).
+const STALE_PUBLISHER: Duration = Duration::from_secs(3);
+/// A publisher still connecting is protected this long before it counts as stale.
+const CONNECTING_GRACE: Duration = Duration::from_secs(10);
+
+/// Counters one track's publisher updates per packet (atomics only).
+#[derive(Debug, Default)]
+pub struct TrackCounters {
+    /// Payload bytes received.
+    pub bytes: AtomicU64,
+    /// Packets received.
+    pub packets: AtomicU64,
+}
+
+/// A track as the registry knows it.
+#[derive(Debug, Clone)]
+pub struct TrackInfo {
+    /// Audio or video.
+    pub kind: TrackKind,
+    /// What the publisher negotiated.
+    pub codec: CodecParams,
+}
+
+/// What a viewer needs to join a stream.
+#[derive(Debug, Clone)]
+pub struct StreamRef {
+    /// Numeric id used on the media path.
+    pub id: u64,
+    /// Public name.
+    pub name: String,
+    /// Tracks, audio first when present.
+    pub tracks: Vec<TrackInfo>,
+    /// The shard holding the publisher, when one is connected (for keyframe requests).
+    pub publisher_shard: Option<usize>,
+}
+
+/// The outcome of a publisher taking a stream.
+#[derive(Debug)]
+pub struct PublisherClaim {
+    /// Numeric id of the stream (unchanged when a publisher comes back).
+    pub stream: u64,
+    /// The new publisher generation.
+    pub epoch: u32,
+    /// Counters the publisher updates, one per track, in `tracks` order.
+    pub counters: Vec<Arc<TrackCounters>>,
+    /// The publisher session that was replaced (stale), which must be closed.
+    pub replaced: Option<String>,
+    /// Whether viewers held from the previous publisher can continue (same codecs).
+    pub viewers_continue: bool,
+}
+
+#[derive(Debug)]
+struct Publisher {
+    session: String,
+    shard: usize,
+    since: Instant,
+    last_media: Arc<AtomicU64>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    id: u64,
+    protocol: IngestProtocol,
+    started: Instant,
+    tracks: Vec<(
+        TrackInfo,
+        Arc<TrackCounters>,
+        u64, /* bytes at last sample */
+        u64, /* bps */
+    )>,
+    publisher: Option<Publisher>,
+    offline_since: Option<Instant>,
+    epoch: u32,
+    viewers: usize,
+}
+
+/// All streams of the node.
+#[derive(Debug)]
+pub struct Streams {
+    inner: Mutex<Inner>,
+    /// Origin of the millisecond clock publishers store in `last_media`.
+    clock_base: Instant,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    by_name: HashMap<String, Entry>,
+    next_id: u64,
+    last_sample: Option<Instant>,
+}
+
+impl Default for Streams {
+    fn default() -> Self {
+        Self {
+            inner: Mutex::default(),
+            clock_base: Instant::now(),
+        }
+    }
+}
+
+impl Streams {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding this lock is a bug elsewhere; the data stays consistent
+        // (every update is a single assignment), so keep serving.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Milliseconds since the registry started, for `last_media` stamps.
+    pub fn clock_ms(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.clock_base).as_millis() as u64
+    }
+
+    /// A publisher takes `name`: creates the stream, resumes it after a drop, or refuses (409)
+    /// while another publisher is live.
+    #[allow(clippy::too_many_arguments)] // each argument is a distinct fact about the claim
+    pub fn claim(
+        &self,
+        name: &str,
+        protocol: IngestProtocol,
+        tracks: Vec<TrackInfo>,
+        session: &str,
+        shard: usize,
+        last_media: Arc<AtomicU64>,
+        now: Instant,
+    ) -> Result<PublisherClaim> {
+        let now_ms = self.clock_ms(now);
+        let mut inner = self.lock();
+        if !inner.by_name.contains_key(name) {
+            inner.next_id += 1;
+            let id = inner.next_id;
+            inner.by_name.insert(
+                name.to_owned(),
+                Entry {
+                    id,
+                    protocol,
+                    started: now,
+                    tracks: Vec::new(),
+                    publisher: None,
+                    offline_since: None,
+                    epoch: 0,
+                    viewers: 0,
+                },
+            );
+        }
+        let entry = inner
+            .by_name
+            .get_mut(name)
+            .expect("inserted just above under the same lock");
+        let mut replaced = None;
+        if let Some(p) = &entry.publisher {
+            let last = p.last_media.load(Ordering::Relaxed);
+            let idle = Duration::from_millis(now_ms.saturating_sub(last));
+            let connecting = last == 0 && now.duration_since(p.since) < CONNECTING_GRACE;
+            if connecting || (last != 0 && idle < STALE_PUBLISHER) {
+                return Err(Error::StreamBusy(name.to_owned()));
+            }
+            replaced = Some(p.session.clone());
+        }
+        let first_publish = entry.tracks.is_empty();
+        let viewers_continue = first_publish
+            || (entry.tracks.len() == tracks.len()
+                && entry
+                    .tracks
+                    .iter()
+                    .zip(&tracks)
+                    .all(|(a, b)| a.0.codec == b.codec));
+        if !first_publish {
+            entry.epoch += 1;
+        }
+        entry.protocol = protocol;
+        entry.tracks = tracks
+            .into_iter()
+            .map(|t| (t, Arc::new(TrackCounters::default()), 0, 0))
+            .collect();
+        entry.publisher = Some(Publisher {
+            session: session.to_owned(),
+            shard,
+            since: now,
+            last_media,
+        });
+        entry.offline_since = None;
+        Ok(PublisherClaim {
+            stream: entry.id,
+            epoch: entry.epoch,
+            counters: entry.tracks.iter().map(|t| Arc::clone(&t.1)).collect(),
+            replaced,
+            viewers_continue,
+        })
+    }
+
+    /// The publisher `session` of `name` is gone; viewers wait for the grace period.
+    pub fn publisher_gone(&self, name: &str, session: &str, now: Instant) {
+        let mut inner = self.lock();
+        if let Some(e) = inner.by_name.get_mut(name)
+            && e.publisher.as_ref().is_some_and(|p| p.session == session)
+        {
+            e.publisher = None;
+            e.offline_since = Some(now);
+        }
+    }
+
+    /// Removes streams whose publisher has been gone longer than `grace`; returns their ids.
+    pub fn expire(&self, grace: Duration, now: Instant) -> Vec<(u64, String)> {
+        let mut inner = self.lock();
+        let expired: Vec<(u64, String)> = inner
+            .by_name
+            .iter()
+            .filter(|(_, e)| {
+                e.offline_since
+                    .is_some_and(|t| now.duration_since(t) >= grace)
+            })
+            .map(|(n, e)| (e.id, n.clone()))
+            .collect();
+        for (_, name) in &expired {
+            inner.by_name.remove(name);
+        }
+        expired
+    }
+
+    /// Recomputes per-track bitrates; called about once a second.
+    pub fn sample_bitrates(&self, now: Instant) {
+        let mut inner = self.lock();
+        let elapsed = inner
+            .last_sample
+            .map(|t| now.duration_since(t).as_secs_f64())
+            .unwrap_or(0.0);
+        inner.last_sample = Some(now);
+        for e in inner.by_name.values_mut() {
+            for (_, counters, last_bytes, bps) in &mut e.tracks {
+                let bytes = counters.bytes.load(Ordering::Relaxed);
+                if elapsed > 0.0 {
+                    *bps = ((bytes.saturating_sub(*last_bytes)) as f64 * 8.0 / elapsed) as u64;
+                }
+                *last_bytes = bytes;
+            }
+        }
+    }
+
+    /// What a viewer needs to join `name`.
+    pub fn get(&self, name: &str) -> Option<StreamRef> {
+        let inner = self.lock();
+        inner.by_name.get(name).map(|e| StreamRef {
+            id: e.id,
+            name: name.to_owned(),
+            tracks: e.tracks.iter().map(|t| t.0.clone()).collect(),
+            publisher_shard: e.publisher.as_ref().map(|p| p.shard),
+        })
+    }
+
+    /// The shard of the publisher of stream `id`.
+    pub fn publisher_shard(&self, id: u64) -> Option<usize> {
+        let inner = self.lock();
+        inner
+            .by_name
+            .values()
+            .find(|e| e.id == id)
+            .and_then(|e| e.publisher.as_ref().map(|p| p.shard))
+    }
+
+    /// Counts a viewer in or out.
+    pub fn add_viewers(&self, name: &str, delta: isize) {
+        let mut inner = self.lock();
+        if let Some(e) = inner.by_name.get_mut(name) {
+            e.viewers = e.viewers.saturating_add_signed(delta);
+        }
+    }
+
+    /// Every stream, sorted by name.
+    pub fn statuses(&self, now: Instant) -> Vec<StreamStatus> {
+        let inner = self.lock();
+        let mut out: Vec<StreamStatus> = inner
+            .by_name
+            .iter()
+            .map(|(name, e)| status_of(name, e, now))
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// One stream.
+    pub fn status(&self, name: &str, now: Instant) -> Option<StreamStatus> {
+        let inner = self.lock();
+        inner.by_name.get(name).map(|e| status_of(name, e, now))
+    }
+
+    /// Streams with a connected publisher, by protocol (for gauges).
+    pub fn live_counts(&self) -> (usize, usize) {
+        let inner = self.lock();
+        let live = inner
+            .by_name
+            .values()
+            .filter(|e| e.publisher.is_some())
+            .count();
+        let viewers = inner.by_name.values().map(|e| e.viewers).sum();
+        (live, viewers)
+    }
+}
+
+fn status_of(name: &str, e: &Entry, now: Instant) -> StreamStatus {
+    StreamStatus {
+        name: name.to_owned(),
+        protocol: e.protocol,
+        state: if e.publisher.is_some() {
+            "live"
+        } else {
+            "reconnecting"
+        },
+        tracks: e
+            .tracks
+            .iter()
+            .map(|(t, c, _, bps)| TrackStatus {
+                kind: t.kind,
+                codec: t.codec.codec,
+                fmtp: t.codec.fmtp.clone(),
+                bitrate_bps: *bps,
+                packets: c.packets.load(Ordering::Relaxed),
+            })
+            .collect(),
+        viewers: e.viewers,
+        uptime_secs: now.duration_since(e.started).as_secs(),
+        publishes: e.epoch + 1,
+    }
+}

@@ -1,0 +1,168 @@
+//! `waveguide-edge`: one HTTP server (WHIP, WHEP, player, REST, metrics) and a small fixed set
+//! of WebRTC UDP ports, wired around the control's engine.
+
+mod api;
+mod config;
+mod router;
+
+use anyhow::Context;
+use clap::Parser;
+use config::{EdgeConfig, LogFormat};
+use metrics_exporter_prometheus::PrometheusBuilder;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tracing::{info, warn};
+use waveguide_control::Engine;
+use waveguide_control::http::SignalingState;
+use waveguide_control::service::Service;
+use waveguide_control::stream::Streams;
+
+/// Waveguide edge node: publish over WHIP, watch over WHEP.
+///
+/// Every config key can also be set by an environment variable named
+/// WAVEGUIDE_<SECTION>_<KEY>, e.g. WAVEGUIDE_WEBRTC_PUBLIC_IP=203.0.113.7.
+#[derive(Debug, Parser)]
+#[command(name = "waveguide-edge", version)]
+struct Cli {
+    /// TOML config file (see deploy/edge.example.toml). Without one, an open local edge runs.
+    #[arg(long, env = "WAVEGUIDE_CONFIG")]
+    config: Option<PathBuf>,
+    /// HTTP listen address (overrides http.listen), e.g. 127.0.0.1:8080.
+    #[arg(long)]
+    http: Option<SocketAddr>,
+    /// First WebRTC UDP port (overrides webrtc.udp_port); shard i uses port + i.
+    #[arg(long)]
+    udp_port: Option<u16>,
+    /// Log as JSON lines (overrides log.format).
+    #[arg(long)]
+    log_json: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mut config = config::load(cli.config.as_deref(), std::env::vars())?;
+    if let Some(http) = cli.http {
+        config.http.listen = http;
+    }
+    if let Some(port) = cli.udp_port {
+        config.webrtc.udp_port = port;
+    }
+    if cli.log_json {
+        config.log.format = LogFormat::Json;
+    }
+    init_logging(&config);
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(run(config))
+}
+
+/// The engine's dependencies log every unusual DTLS extension and state change at info/warn;
+/// the edge reports what matters itself.
+const DEFAULT_LOG_FILTER: &str = "info,rtc=warn,rtc_dtls=error,rtc_ice=warn,rtc_srtp=warn";
+
+fn init_logging(config: &EdgeConfig) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(
+            config.log.filter.as_deref().unwrap_or(DEFAULT_LOG_FILTER),
+        )
+    });
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn run(config: EdgeConfig) -> anyhow::Result<()> {
+    let metrics = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full("waveguide_join_seconds".into()),
+            &[
+                0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0,
+            ],
+        )
+        .context("histogram buckets")?
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    let service = Service::new(config.service.clone()).map_err(anyhow::Error::msg)?;
+    let streams = Arc::new(Streams::default());
+    let engine = Engine::start(&config.webrtc, &config.viewers, service, streams)
+        .await
+        .context("starting the WebRTC engine")?;
+    let state = SignalingState {
+        engine: Arc::clone(&engine),
+        public_url: config.http.public_url.clone(),
+    };
+    let app = router::build(state, metrics, &config.http.cors_origins);
+    let listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("binding HTTP {}", config.http.listen))?;
+    announce(&config, &engine, listener.local_addr()?);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("HTTP server")?;
+    info!("stopped");
+    Ok(())
+}
+
+fn announce(config: &EdgeConfig, engine: &Engine, bound: SocketAddr) {
+    let base = config.http.public_url.clone().unwrap_or_else(|| {
+        let host = if bound.ip().is_unspecified() {
+            "localhost".to_owned()
+        } else {
+            bound.ip().to_string()
+        };
+        format!("http://{host}:{}", bound.port())
+    });
+    info!("player:       {base}/");
+    info!("publish page: {base}/publish");
+    info!("WHIP (OBS):   {base}/whip   (Bearer Token = stream key)");
+    info!("WHEP:         {base}/whep/<stream>");
+    info!(
+        "WebRTC UDP:   ports {}..={}",
+        config.webrtc.udp_port,
+        config.webrtc.udp_port as usize + engine_shards(config) - 1
+    );
+    if engine.service().is_open() {
+        warn!(
+            "AUTH IS OPEN: anyone who reaches this node can publish any stream. Set [service] kind = \"static\" for keys."
+        );
+    } else {
+        info!(
+            "auth: static keys for {} stream(s)",
+            engine.service().streams().len()
+        );
+    }
+}
+
+fn engine_shards(config: &EdgeConfig) -> usize {
+    if config.webrtc.shards > 0 {
+        config.webrtc.shards
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    info!("shutting down");
+}

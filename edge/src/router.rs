@@ -1,0 +1,63 @@
+//! The one HTTP server: WHIP, WHEP, the player, the REST API, metrics and health, behind CORS
+//! and a body limit.
+
+use crate::api;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use waveguide_control::http::{MAX_SDP_BYTES, SignalingState};
+
+/// Every route of the edge.
+pub fn build(state: SignalingState, metrics: PrometheusHandle, cors_origins: &[String]) -> Router {
+    let origins = if cors_origins.is_empty() {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            cors_origins
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o).ok()),
+        )
+    };
+    // Browsers preflight a cross-origin WHIP/WHEP POST (application/sdp + Authorization) and
+    // only let the page read Location/ETag/Link when they are exposed.
+    let cors = CorsLayer::new()
+        .allow_origin(origins)
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::IF_MATCH,
+        ])
+        .expose_headers([
+            header::LOCATION,
+            header::ETAG,
+            header::LINK,
+            HeaderName::from_static("accept-patch"),
+        ]);
+    let api = Router::new()
+        .route("/api/v1/streams", get(api::streams))
+        .route("/api/v1/streams/{name}", get(api::stream));
+    Router::new()
+        .merge(waveguide_inputs::whip::router())
+        .merge(waveguide_outputs::whep::router())
+        .merge(api)
+        .with_state(state)
+        .merge(waveguide_outputs::player::router())
+        .route(
+            "/metrics",
+            get(move || std::future::ready(metrics.render())),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(|| async { "ready\n" }))
+        .layer(DefaultBodyLimit::max(MAX_SDP_BYTES))
+        .layer(cors)
+}

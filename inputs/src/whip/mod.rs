@@ -1,0 +1,96 @@
+//! WHIP (RFC 9725): `POST /whip` (stream chosen by the bearer key, as OBS sends it) and
+//! `POST /whip/{stream}`; the session resource `/whip/{stream}/{session}` takes `PATCH`
+//! (trickle) and `DELETE`.
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{patch, post};
+use waveguide_control::SessionKind;
+use waveguide_control::http::{
+    SdpBody, SdpFragBody, SignalingState, absolute_url, bearer_token, created, delete_session,
+    patch_session,
+};
+use waveguide_control::service::PublishRequest;
+use waveguide_control::stream::IngestProtocol;
+
+/// The path of a WHIP session resource.
+pub fn session_path(stream: &str, session: &str) -> String {
+    format!("/whip/{stream}/{session}")
+}
+
+/// The WHIP routes.
+pub fn router() -> Router<SignalingState> {
+    Router::new()
+        .route("/whip", post(publish_by_key))
+        .route("/whip/{stream}", post(publish_named))
+        .route(
+            "/whip/{stream}/{session}",
+            patch(patch_resource).delete(delete_resource),
+        )
+}
+
+async fn publish_by_key(
+    State(state): State<SignalingState>,
+    headers: HeaderMap,
+    SdpBody(offer): SdpBody,
+) -> Response {
+    publish(&state, None, &headers, offer)
+}
+
+async fn publish_named(
+    State(state): State<SignalingState>,
+    Path(stream): Path<String>,
+    headers: HeaderMap,
+    SdpBody(offer): SdpBody,
+) -> Response {
+    publish(&state, Some(&stream), &headers, offer)
+}
+
+fn publish(
+    state: &SignalingState,
+    stream: Option<&str>,
+    headers: &HeaderMap,
+    offer: String,
+) -> Response {
+    let request = PublishRequest {
+        stream,
+        key: bearer_token(headers),
+    };
+    match state.engine.publish(request, offer, IngestProtocol::Whip) {
+        Ok(answer) => {
+            let location = absolute_url(
+                state,
+                headers,
+                &session_path(&answer.stream, &answer.session),
+            );
+            created(state, answer, location)
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn patch_resource(
+    State(state): State<SignalingState>,
+    Path((stream, session)): Path<(String, String)>,
+    headers: HeaderMap,
+    SdpFragBody(fragment): SdpFragBody,
+) -> Response {
+    patch_session(
+        &state,
+        SessionKind::Publisher,
+        &stream,
+        &session,
+        &headers,
+        &fragment,
+    )
+    .await
+}
+
+async fn delete_resource(
+    State(state): State<SignalingState>,
+    Path((stream, session)): Path<(String, String)>,
+) -> Response {
+    delete_session(&state, SessionKind::Publisher, &stream, &session)
+}

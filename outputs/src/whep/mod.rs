@@ -1,0 +1,68 @@
+//! WHEP: `POST /whep/{stream}` with the viewer's offer; the session resource
+//! `/whep/{stream}/{session}` takes `PATCH` (trickle) and `DELETE`.
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{patch, post};
+use waveguide_control::SessionKind;
+use waveguide_control::http::{
+    SdpBody, SdpFragBody, SignalingState, absolute_url, created, delete_session, patch_session,
+};
+
+/// The path of a WHEP session resource.
+pub fn session_path(stream: &str, session: &str) -> String {
+    format!("/whep/{stream}/{session}")
+}
+
+/// The WHEP routes.
+pub fn router() -> Router<SignalingState> {
+    Router::new().route("/whep/{stream}", post(watch)).route(
+        "/whep/{stream}/{session}",
+        patch(patch_resource).delete(delete_resource),
+    )
+}
+
+async fn watch(
+    State(state): State<SignalingState>,
+    Path(stream): Path<String>,
+    headers: HeaderMap,
+    SdpBody(offer): SdpBody,
+) -> Response {
+    match state.engine.watch(&stream, offer) {
+        Ok(answer) => {
+            let location = absolute_url(
+                &state,
+                &headers,
+                &session_path(&answer.stream, &answer.session),
+            );
+            created(&state, answer, location)
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn patch_resource(
+    State(state): State<SignalingState>,
+    Path((stream, session)): Path<(String, String)>,
+    headers: HeaderMap,
+    SdpFragBody(fragment): SdpFragBody,
+) -> Response {
+    patch_session(
+        &state,
+        SessionKind::Viewer,
+        &stream,
+        &session,
+        &headers,
+        &fragment,
+    )
+    .await
+}
+
+async fn delete_resource(
+    State(state): State<SignalingState>,
+    Path((stream, session)): Path<(String, String)>,
+) -> Response {
+    delete_session(&state, SessionKind::Viewer, &stream, &session)
+}
