@@ -107,7 +107,6 @@ fn codec_parameters(
             rtcp_feedback: feedback,
         },
         payload_type: format.payload_type,
-        ..Default::default()
     }
 }
 

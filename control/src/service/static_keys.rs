@@ -12,10 +12,10 @@ pub struct StreamKeyEntry {
     pub name: String,
     /// The key in clear.
     #[serde(default)]
-    key: Option<String>,
+    pub(super) key: Option<String>,
     /// Lower-case hex SHA-256 of the key, for configs that must not hold the key itself.
     #[serde(default)]
-    key_sha256: Option<String>,
+    pub(super) key_sha256: Option<String>,
     /// FTL channel id of this stream.
     #[serde(default)]
     pub ftl_channel: Option<u32>,

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 /// A publisher whose last packet is older than this may be replaced by a new one with the same
 /// credentials (OBS reconnecting after a network blip never sends DELETE).
-const STALE_PUBLISHER: Duration = Duration::from_secs(3);
+const STALE_PUBLISHER: Duration = Duration::from_millis(1500);
 /// A publisher still connecting is protected this long before it counts as stale.
-const CONNECTING_GRACE: Duration = Duration::from_secs(10);
+const CONNECTING_GRACE: Duration = Duration::from_secs(5);
 
 /// Counters one track's publisher updates per packet (atomics only).
 #[derive(Debug, Default)]
