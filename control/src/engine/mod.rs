@@ -214,8 +214,9 @@ impl Engine {
             .map(|s| s.tracks)
             .unwrap_or_default();
         let shard = self.pick_shard();
-        let (built, tracks) =
-            setup::publisher(&offer, offer_sdp, &previous, &self.candidates[shard], now)?;
+        let (built, tracks) = contain_panic(|| {
+            setup::publisher(&offer, offer_sdp, &previous, &self.candidates[shard], now)
+        })?;
         let session = new_session_id();
         let last_media = Arc::new(AtomicU64::new(0));
         let infos: Vec<TrackInfo> = tracks.iter().map(|t| t.info.clone()).collect();
@@ -292,8 +293,9 @@ impl Engine {
         let offer = offer::parse(&offer_sdp)?;
         let now = Instant::now();
         let shard = self.pick_shard();
-        let (built, tracks) =
-            setup::viewer(&offer, offer_sdp, &stream_ref, &self.candidates[shard], now)?;
+        let (built, tracks) = contain_panic(|| {
+            setup::viewer(&offer, offer_sdp, &stream_ref, &self.candidates[shard], now)
+        })?;
         let session = new_session_id();
         let id = self.next_peer.fetch_add(1, Ordering::Relaxed);
         let peer = Peer {
@@ -428,6 +430,17 @@ impl Engine {
     }
 }
 
+/// Runs offer handling so that a panic inside the WebRTC library on a hostile offer refuses
+/// that offer (400) instead of taking the request task down.
+fn contain_panic<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        warn!("the WebRTC engine panicked on an offer; refused it");
+        Err(Error::MalformedSdp(
+            "the offer could not be processed".into(),
+        ))
+    })
+}
+
 fn new_session_id() -> String {
     hex::encode(rand::random::<[u8; 16]>())
 }
@@ -511,6 +524,74 @@ async fn housekeeping(shared: Arc<Shared>, grace: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const CHROME_PUBLISH: &str = include_str!("../../tests/fixtures/chrome-publish-offer.sdp");
+    const CHROME_VIEW: &str = include_str!("../../tests/fixtures/chrome-view-offer.sdp");
+
+    #[test]
+    fn chrome_offers_answer() {
+        let cands = ["127.0.0.1:9".parse().unwrap()];
+        let now = Instant::now();
+        let offer = offer::parse(CHROME_PUBLISH).unwrap();
+        let (built, tracks) =
+            setup::publisher(&offer, CHROME_PUBLISH.into(), &[], &cands, now).unwrap();
+        assert!(built.answer_sdp.contains("a=ice-lite"));
+        assert!(built.answer_sdp.contains("127.0.0.1 9 typ host"));
+        assert_eq!(tracks.len(), 2);
+        let stream = crate::stream::StreamRef {
+            id: 1,
+            name: "demo".into(),
+            tracks: tracks.iter().map(|t| t.info.clone()).collect(),
+            publisher_shard: Some(0),
+        };
+        let view = offer::parse(CHROME_VIEW).unwrap();
+        let (answer, vtracks) =
+            setup::viewer(&view, CHROME_VIEW.into(), &stream, &cands, now).unwrap();
+        assert_eq!(vtracks.len(), 2);
+        assert!(answer.answer_sdp.contains("a=sendonly"));
+    }
+
+    /// Mangled offers (lines dropped, duplicated, truncated, bytes flipped) are refused or
+    /// answered, never a panic.
+    #[test]
+    fn mangled_offers_never_panic() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let cands = ["127.0.0.1:9".parse().unwrap()];
+        let lines: Vec<&str> = CHROME_PUBLISH.split("\r\n").collect();
+        for _ in 0..300 {
+            let mut l: Vec<String> = lines.iter().map(|s| s.to_string()).collect();
+            for _ in 0..rng.random_range(1..4) {
+                let i = rng.random_range(0..l.len());
+                match rng.random_range(0..4) {
+                    0 => {
+                        l.remove(i);
+                    }
+                    1 => {
+                        let dup = l[i].clone();
+                        l.insert(i, dup);
+                    }
+                    2 => {
+                        let cut = rng.random_range(0..=l[i].len());
+                        l[i].truncate(cut);
+                    }
+                    _ => {
+                        let mut b = l[i].clone().into_bytes();
+                        if !b.is_empty() {
+                            let j = rng.random_range(0..b.len());
+                            b[j] = rng.random_range(b' '..=b'~');
+                        }
+                        l[i] = String::from_utf8(b).unwrap_or_default();
+                    }
+                }
+            }
+            let sdp = l.join("\r\n");
+            let _ = contain_panic(|| {
+                let offer = offer::parse(&sdp)?;
+                setup::publisher(&offer, sdp.clone(), &[], &cands, Instant::now()).map(|_| ())
+            });
+        }
+    }
 
     #[test]
     fn trickle_fragment_parses_candidates_and_refuses_restart() {

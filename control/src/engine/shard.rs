@@ -80,6 +80,8 @@ pub(crate) struct Shard {
     peers: HashMap<PeerId, Peer>,
     demux: Demux,
     streams: HashMap<u64, LocalStream>,
+    /// The peer being worked on, so a panic inside the WebRTC library costs that peer only.
+    current: Option<PeerId>,
 }
 
 impl Shard {
@@ -95,7 +97,30 @@ impl Shard {
             peers: HashMap::new(),
             demux: Demux::default(),
             streams: HashMap::new(),
+            current: None,
         }
+    }
+
+    /// Runs one unit of work; if the WebRTC library panics, the peer it was working on is
+    /// dropped and the shard (with every other peer) carries on.
+    fn guarded(&mut self, work: impl FnOnce(&mut Self)) {
+        self.current = None;
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(self)));
+        if outcome.is_err() {
+            let culprit = self.current.take();
+            tracing::error!(shard = self.index, peer = ?culprit, "panic in the WebRTC engine; dropping the peer");
+            if let Some(id) = culprit {
+                let now = Instant::now();
+                let closed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    self.close_peer(id, "engine fault", now)
+                }));
+                if closed.is_err() {
+                    // Closing panicked too: forget the peer without touching its connection.
+                    self.peers.remove(&id);
+                }
+            }
+        }
+        self.current = None;
     }
 
     pub(crate) async fn run(
@@ -109,28 +134,28 @@ impl Shard {
         loop {
             tokio::select! {
                 biased;
-                Some(cmd) = commands.recv() => self.on_command(cmd),
+                Some(cmd) = commands.recv() => self.guarded(|s| s.on_command(cmd)),
                 Some(d) = datagrams.recv() => {
                     let now = Instant::now();
-                    self.on_datagram(d, now);
+                    self.guarded(|s| s.on_datagram(d, now));
                     for _ in 0..64 {
                         match datagrams.try_recv() {
-                            Ok(d) => self.on_datagram(d, now),
+                            Ok(d) => self.guarded(|s| s.on_datagram(d, now)),
                             Err(_) => break,
                         }
                     }
                 }
                 Some(p) = media.recv() => {
                     let now = Instant::now();
-                    self.on_media(&p, now);
+                    self.guarded(|s| s.on_media(&p, now));
                     for _ in 0..256 {
                         match media.try_recv() {
-                            Ok(p) => self.on_media(&p, now),
+                            Ok(p) => self.guarded(|s| s.on_media(&p, now)),
                             Err(_) => break,
                         }
                     }
                 }
-                _ = tick.tick() => self.on_tick(Instant::now()),
+                _ = tick.tick() => self.guarded(|s| s.on_tick(Instant::now())),
                 else => break,
             }
         }
@@ -141,6 +166,7 @@ impl Shard {
         let now = Instant::now();
         match cmd {
             Command::AddPeer { id, peer } => {
+                self.current = Some(id);
                 self.demux.add_ufrag(&peer.local_ufrag, id);
                 let local = self.streams.entry(peer.stream).or_default();
                 match &peer.role {
@@ -209,6 +235,7 @@ impl Shard {
             peer.remote_addrs.push(d.from);
         }
         peer.socket = Some(d.socket);
+        self.current = Some(id);
         let local_addr = self.sockets[d.socket].1;
         let msg = TaggedBytesMut {
             now,
@@ -234,6 +261,7 @@ impl Shard {
             .map(|(id, _)| *id)
             .collect();
         for id in due {
+            self.current = Some(id);
             if let Some(peer) = self.peers.get_mut(&id)
                 && let Err(e) = peer.pc.handle_timeout(now)
             {
@@ -283,6 +311,7 @@ impl Shard {
             if !peer.connected {
                 continue;
             }
+            self.current = Some(*id);
             want_keyframe |= forward(peer, packet, now, &self.shared);
             flush(peer, &self.sockets, &self.shared);
         }
@@ -341,6 +370,7 @@ impl Shard {
 
     /// Runs a peer's outputs dry: datagrams out, events and media handled, next timer noted.
     fn drain(&mut self, id: PeerId, now: Instant) {
+        self.current = Some(id);
         let mut became_connected = false;
         let mut failed = None;
         let mut out_packets: Vec<Arc<MediaPacket>> = Vec::new();
