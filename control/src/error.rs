@@ -36,9 +36,6 @@ pub enum Error {
     /// The stream name is not usable in URLs.
     #[error("invalid stream name `{0}` (letters, digits, '-', '_', '.', at most 128)")]
     InvalidStreamName(String),
-    /// The client asked for an ICE restart, which this node does not do yet.
-    #[error("ICE restart is not supported; start a new session")]
-    IceRestartUnsupported,
     /// The node is not accepting new sessions.
     #[error("node is at capacity or draining")]
     Unavailable,
@@ -65,7 +62,6 @@ impl Error {
             Error::MalformedSdp(_) | Error::MalformedFragment(_) | Error::InvalidStreamName(_) => {
                 400
             }
-            Error::IceRestartUnsupported => 501,
             Error::NoCommonCodec(_) => 406,
             Error::StreamBusy(_) => 409,
             Error::StreamNotFound(_) | Error::SessionNotFound => 404,

@@ -4,7 +4,7 @@
 //! Routes live with their protocol (`inputs::whip`, `outputs::whep`); this module owns only
 //! what both need, so the two stay identical where RFC 9725 and the WHEP draft agree.
 
-use crate::engine::{Engine, SessionAnswer, SessionKind};
+use crate::engine::{Engine, PatchOutcome, SessionAnswer, SessionKind};
 use crate::error::Error;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
@@ -179,7 +179,8 @@ pub fn created(state: &SignalingState, answer: SessionAnswer, location: String) 
     response
 }
 
-/// `PATCH` on a session resource: trickle candidates.
+/// `PATCH` on a session resource: trickle candidates (`204`) or an ICE restart (`200` with our
+/// new credentials).
 pub async fn patch_session(
     state: &SignalingState,
     kind: SessionKind,
@@ -191,10 +192,22 @@ pub async fn patch_session(
     let if_match = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok());
     match state
         .engine
-        .trickle(kind, stream, session, if_match, fragment)
+        .patch(kind, stream, session, if_match, fragment)
         .await
     {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Ok(PatchOutcome::Trickled) => StatusCode::NO_CONTENT.into_response(),
+        Ok(PatchOutcome::Restarted { fragment, etag }) => {
+            let mut response = (StatusCode::OK, fragment).into_response();
+            let headers = response.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/trickle-ice-sdpfrag"),
+            );
+            if let Ok(v) = HeaderValue::from_str(&etag) {
+                headers.insert(header::ETAG, v);
+            }
+            response
+        }
         Err(e) => e.into_response(),
     }
 }

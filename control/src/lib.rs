@@ -22,5 +22,5 @@ pub mod media;
 pub mod service;
 pub mod stream;
 
-pub use engine::{Engine, SessionAnswer, SessionKind};
+pub use engine::{Engine, PatchOutcome, SessionAnswer, SessionKind};
 pub use error::{Error, Result};

@@ -165,4 +165,20 @@ mod tests {
             .to_string();
         assert!(err.contains("lsiten"), "{err}");
     }
+
+    /// The documented example must stay loadable, key for key.
+    #[test]
+    fn example_config_loads() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/edge.example.toml");
+        let c = load(Some(&path), std::iter::empty()).unwrap();
+        assert_eq!(c.webrtc.udp_port, 8189);
+    }
+
+    #[test]
+    fn env_only_unknown_key_is_named() {
+        let env = vec![("WAVEGUIDE_WEBRTC_UDP_PROT".to_owned(), "1".to_owned())];
+        let err = load(None, env.into_iter()).unwrap_err().to_string();
+        assert!(err.contains("udp_prot"), "{err}");
+    }
 }

@@ -13,6 +13,7 @@ mod demux;
 mod metrics;
 mod offer;
 mod peer;
+mod restart;
 mod rewrite;
 mod setup;
 mod shard;
@@ -45,6 +46,20 @@ pub enum SessionKind {
     Publisher,
     /// A WHEP viewer.
     Viewer,
+}
+
+/// What a PATCH did.
+#[derive(Debug, Clone)]
+pub enum PatchOutcome {
+    /// Candidates added (`204`).
+    Trickled,
+    /// ICE restarted: our new credentials and candidates, and the resource's new ETag (`200`).
+    Restarted {
+        /// `application/trickle-ice-sdpfrag` body.
+        fragment: String,
+        /// New entity tag.
+        etag: String,
+    },
 }
 
 /// A session the engine answered.
@@ -331,15 +346,16 @@ impl Engine {
         })
     }
 
-    /// Applies a trickle-ICE fragment (`application/trickle-ice-sdpfrag`) to a session.
-    pub async fn trickle(
+    /// Applies an `application/trickle-ice-sdpfrag` PATCH: new remote candidates (trickle), or
+    /// new remote credentials (an ICE restart, answered with ours).
+    pub async fn patch(
         &self,
         kind: SessionKind,
         stream: &str,
         session: &str,
         if_match: Option<&str>,
         fragment: &str,
-    ) -> Result<()> {
+    ) -> Result<PatchOutcome> {
         let entry = self.lookup(kind, stream, session)?;
         if let Some(tag) = if_match
             && tag != "*"
@@ -347,11 +363,37 @@ impl Engine {
         {
             return Err(Error::PreconditionFailed);
         }
-        let candidates = parse_trickle(fragment)?;
-        if candidates.is_empty() {
-            return Ok(());
+        let parsed = parse_fragment(fragment)?;
+        if let Some((ufrag, pwd)) = parsed.restart {
+            let (reply, rx) = oneshot::channel();
+            self.send(
+                entry.shard,
+                Command::Restart {
+                    id: entry.peer,
+                    ufrag,
+                    pwd,
+                    reply,
+                },
+            )?;
+            let answer = match rx.await {
+                Ok(Ok(answer)) => answer,
+                Ok(Err(reason)) => return Err(Error::MalformedFragment(reason)),
+                Err(_) => return Err(Error::SessionNotFound),
+            };
+            let etag = new_etag();
+            if let Some(e) = self.shared.sessions().get_mut(session) {
+                e.etag = etag.clone();
+            }
+            return Ok(PatchOutcome::Restarted {
+                fragment: answer,
+                etag,
+            });
+        }
+        if parsed.candidates.is_empty() {
+            return Ok(PatchOutcome::Trickled);
         }
         let (reply, rx) = oneshot::channel();
+        let candidates = parsed.candidates;
         self.send(
             entry.shard,
             Command::Trickle {
@@ -361,7 +403,7 @@ impl Engine {
             },
         )?;
         match rx.await {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(())) => Ok(PatchOutcome::Trickled),
             Ok(Err(reason)) => Err(Error::MalformedFragment(reason)),
             Err(_) => Err(Error::SessionNotFound),
         }
@@ -449,25 +491,44 @@ fn new_etag() -> String {
     format!("\"{}\"", hex::encode(rand::random::<[u8; 8]>()))
 }
 
-/// The candidates of a trickle fragment. ICE restarts (new credentials) are not supported yet.
-fn parse_trickle(fragment: &str) -> Result<Vec<RTCIceCandidateInit>> {
+/// A parsed trickle-ICE fragment.
+#[derive(Debug, Default)]
+struct Fragment {
+    candidates: Vec<RTCIceCandidateInit>,
+    /// New remote ufrag and password: the client restarts ICE.
+    restart: Option<(String, String)>,
+}
+
+fn parse_fragment(fragment: &str) -> Result<Fragment> {
     let mut mid = None;
-    let mut out = Vec::new();
+    let mut out = Fragment::default();
+    let (mut ufrag, mut pwd) = (None, None);
     for line in fragment.lines().map(str::trim) {
         if let Some(m) = line.strip_prefix("a=mid:") {
             mid = Some(m.to_owned());
         } else if let Some(c) = line.strip_prefix("a=candidate:") {
-            out.push(RTCIceCandidateInit {
+            out.candidates.push(RTCIceCandidateInit {
                 candidate: format!("candidate:{c}"),
                 sdp_mid: mid.clone(),
                 ..Default::default()
             });
-        } else if line.starts_with("a=ice-ufrag:") || line.starts_with("a=ice-pwd:") {
-            return Err(Error::IceRestartUnsupported);
+        } else if let Some(u) = line.strip_prefix("a=ice-ufrag:") {
+            ufrag = Some(u.to_owned());
+        } else if let Some(p) = line.strip_prefix("a=ice-pwd:") {
+            pwd = Some(p.to_owned());
         } else if !(line.is_empty() || line.starts_with("a=") || line.starts_with("m=")) {
             return Err(Error::MalformedFragment(format!(
                 "unexpected line `{line}`"
             )));
+        }
+    }
+    match (ufrag, pwd) {
+        (Some(u), Some(p)) => out.restart = Some((u, p)),
+        (None, None) => {}
+        _ => {
+            return Err(Error::MalformedFragment(
+                "an ICE restart needs both a=ice-ufrag and a=ice-pwd".into(),
+            ));
         }
     }
     Ok(out)

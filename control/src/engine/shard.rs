@@ -45,6 +45,13 @@ pub(crate) enum Command {
         candidates: Vec<RTCIceCandidateInit>,
         reply: oneshot::Sender<Result<(), String>>,
     },
+    /// An ICE restart with the client's new credentials; replies with our answer fragment.
+    Restart {
+        id: PeerId,
+        ufrag: String,
+        pwd: String,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
     Close {
         id: PeerId,
         reason: &'static str,
@@ -189,6 +196,23 @@ impl Shard {
                         .map_err(|e| e.to_string()),
                 };
                 let _ = reply.send(result);
+                self.drain(id, now);
+            }
+            Command::Restart {
+                id,
+                ufrag,
+                pwd,
+                reply,
+            } => {
+                let result = match self.peers.get_mut(&id) {
+                    None => Err("session ended".to_owned()),
+                    Some(peer) => super::restart::restart_ice(peer, &ufrag, &pwd, now),
+                };
+                if let Ok((old, new, _)) = &result {
+                    self.demux.remove(old, &[], id);
+                    self.demux.add_ufrag(new, id);
+                }
+                let _ = reply.send(result.map(|(_, _, fragment)| fragment));
                 self.drain(id, now);
             }
             Command::Close { id, reason } => self.close_peer(id, reason, now),
