@@ -655,18 +655,22 @@ mod tests {
     }
 
     #[test]
-    fn trickle_fragment_parses_candidates_and_refuses_restart() {
+    fn trickle_fragment_parses_candidates_and_restarts() {
         let frag = "a=ice-options:trickle\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\na=candidate:1 1 udp 2130706431 10.0.0.1 5000 typ host\r\na=end-of-candidates\r\n";
-        let c = parse_trickle(frag).unwrap();
-        assert_eq!(c.len(), 1);
-        assert_eq!(c[0].sdp_mid.as_deref(), Some("0"));
-        assert!(c[0].candidate.starts_with("candidate:1 1 udp"));
+        let c = parse_fragment(frag).unwrap();
+        assert_eq!(c.candidates.len(), 1);
+        assert_eq!(c.candidates[0].sdp_mid.as_deref(), Some("0"));
+        assert!(c.candidates[0].candidate.starts_with("candidate:1 1 udp"));
+        assert!(c.restart.is_none());
+        let r =
+            parse_fragment("a=ice-ufrag:abcd\r\na=ice-pwd:efghefghefghefghefghefgh\r\n").unwrap();
+        assert_eq!(r.restart.unwrap().0, "abcd");
         assert!(matches!(
-            parse_trickle("a=ice-ufrag:abcd\r\na=ice-pwd:efgh\r\n"),
-            Err(Error::IceRestartUnsupported)
+            parse_fragment("a=ice-ufrag:abcd\r\n"),
+            Err(Error::MalformedFragment(_))
         ));
         assert!(matches!(
-            parse_trickle("garbage"),
+            parse_fragment("garbage"),
             Err(Error::MalformedFragment(_))
         ));
     }
