@@ -10,6 +10,7 @@
 //! This module owns sessions (the WHIP/WHEP resources) and their lifecycle; it owns no HTTP.
 
 mod demux;
+mod ingest;
 mod metrics;
 mod offer;
 mod peer;
@@ -22,7 +23,7 @@ mod sockets;
 use crate::config::{ViewerConfig, WebRtcConfig};
 use crate::error::{Error, Result};
 use crate::service::{PublishRequest, Service};
-use crate::stream::{IngestProtocol, Streams, TrackInfo, is_valid_name};
+use crate::stream::{IngestProtocol, NewPublisher, Streams, TrackInfo, is_valid_name};
 use metrics::EngineMetrics;
 use peer::{Peer, PeerId, PublisherRole, Role, ViewerRole};
 use rtc::peer_connection::transport::RTCIceCandidateInit;
@@ -47,6 +48,8 @@ pub enum SessionKind {
     /// A WHEP viewer.
     Viewer,
 }
+
+pub use ingest::Ingest;
 
 /// What a PATCH did.
 #[derive(Debug, Clone)]
@@ -101,6 +104,15 @@ impl Shared {
 
     fn forget_session(&self, session: &str) {
         self.sessions().remove(session);
+    }
+
+    /// Hands a publisher packet to every shard once; a full shard queue drops and counts.
+    fn fan_out(&self, packet: Arc<crate::media::MediaPacket>) {
+        for tx in &self.media {
+            if tx.try_send(Arc::clone(&packet)).is_err() {
+                self.metrics.drops_shard_queue.increment(1);
+            }
+        }
     }
 }
 
@@ -239,9 +251,12 @@ impl Engine {
             &stream,
             protocol,
             infos,
-            &session,
-            shard,
-            Arc::clone(&last_media),
+            NewPublisher {
+                session: session.clone(),
+                shard: Some(shard),
+                last_media: Arc::clone(&last_media),
+                revoked: Arc::default(),
+            },
             now,
         )?;
         if let Some(old) = &claim.replaced {

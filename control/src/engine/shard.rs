@@ -5,7 +5,7 @@
 use super::Shared;
 use super::demux::Demux;
 use super::peer::{Peer, PeerId, Role};
-use crate::media::{KeyframeCache, MediaPacket, TrackKind, is_keyframe_start};
+use crate::media::{KeyframeCache, MediaPacket, TrackKind};
 use bytes::BytesMut;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
@@ -20,7 +20,6 @@ use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
@@ -474,13 +473,8 @@ impl Shard {
         }
     }
 
-    /// Hands a publisher packet to every shard once (this one included, via its own queue).
     fn fan_out(&self, packet: Arc<MediaPacket>) {
-        for tx in self.shared.media.iter() {
-            if tx.try_send(Arc::clone(&packet)).is_err() {
-                self.shared.metrics.drops_shard_queue.increment(1);
-            }
-        }
+        self.shared.fan_out(packet);
     }
 
     fn on_connected(&mut self, id: PeerId, now: Instant) {
@@ -538,11 +532,11 @@ impl Shard {
     }
 }
 
-/// Turns a publisher's RTP packet into the shared packet every viewer gets.
+/// Turns a WebRTC publisher's RTP packet into the shared packet every viewer gets.
 fn ingest(
     p: &mut super::peer::PublisherRole,
     stream: u64,
-    mut rtp: rtc::rtp::Packet,
+    rtp: rtc::rtp::Packet,
     now: Instant,
     shared: &Shared,
 ) -> Option<Arc<MediaPacket>> {
@@ -556,29 +550,13 @@ fn ingest(
     if *ssrc.get_or_insert(rtp.header.ssrc) != rtp.header.ssrc {
         return None;
     }
-    let counters = &p.counters[index];
-    counters.packets.fetch_add(1, Ordering::Relaxed);
-    counters
-        .bytes
-        .fetch_add(rtp.payload.len() as u64, Ordering::Relaxed);
-    p.last_media
-        .store(shared.streams.clock_ms(now).max(1), Ordering::Relaxed);
-    shared.metrics.packets_in.increment(1);
-    shared.metrics.bytes_in.increment(rtp.payload.len() as u64);
-    // Extension ids are negotiated per connection; viewers get none.
-    rtp.header.extension = false;
-    rtp.header.extension_profile = 0;
-    rtp.header.extensions.clear();
-    rtp.header.padding = false;
-    let keyframe_start =
-        kind == TrackKind::Video && is_keyframe_start(track.info.codec.codec, &rtp.payload);
-    Some(Arc::new(MediaPacket {
+    let source = super::ingest::Source {
         stream,
-        kind,
         epoch: p.epoch,
-        keyframe_start,
-        rtp,
-    }))
+        counters: &p.counters[index],
+        last_media: &p.last_media,
+    };
+    Some(source.packet(&track.info, rtp, now, shared))
 }
 
 /// Writes one packet to a viewer, rewritten for it. Returns whether the viewer waits for a

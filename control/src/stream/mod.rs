@@ -6,7 +6,7 @@
 mod registry;
 mod status;
 
-pub use registry::{PublisherClaim, StreamRef, Streams, TrackCounters, TrackInfo};
+pub use registry::{NewPublisher, PublisherClaim, StreamRef, Streams, TrackCounters, TrackInfo};
 pub use status::{StreamStatus, TrackStatus};
 
 /// Ingest protocols, as shown in the API and metrics.
@@ -15,6 +15,12 @@ pub use status::{StreamStatus, TrackStatus};
 pub enum IngestProtocol {
     /// WebRTC-HTTP ingest.
     Whip,
+    /// RTMP (OBS, ffmpeg).
+    Rtmp,
+    /// FTL (Glimesh/Mixer's protocol).
+    Ftl,
+    /// Pulled from another edge over WHEP.
+    Relay,
 }
 
 impl IngestProtocol {
@@ -22,6 +28,9 @@ impl IngestProtocol {
     pub fn as_str(self) -> &'static str {
         match self {
             IngestProtocol::Whip => "whip",
+            IngestProtocol::Rtmp => "rtmp",
+            IngestProtocol::Ftl => "ftl",
+            IngestProtocol::Relay => "relay",
         }
     }
 }

@@ -5,7 +5,7 @@ use super::{IngestProtocol, StreamStatus, TrackStatus};
 use crate::error::{Error, Result};
 use crate::media::{CodecParams, TrackKind};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -61,12 +61,27 @@ pub struct PublisherClaim {
     pub viewers_continue: bool,
 }
 
+/// A publisher asking for a stream.
+#[derive(Debug)]
+pub struct NewPublisher {
+    /// Its session id.
+    pub session: String,
+    /// The shard holding its peer connection; `None` for inputs that cannot take keyframe
+    /// requests (RTMP, FTL).
+    pub shard: Option<usize>,
+    /// Where it stamps the time of its last packet (milliseconds of [`Streams::clock_ms`]).
+    pub last_media: Arc<AtomicU64>,
+    /// Set when a newer publisher takes the stream over; the input then stops.
+    pub revoked: Arc<AtomicBool>,
+}
+
 #[derive(Debug)]
 struct Publisher {
     session: String,
-    shard: usize,
+    shard: Option<usize>,
     since: Instant,
     last_media: Arc<AtomicU64>,
+    revoked: Arc<AtomicBool>,
 }
 
 #[derive(Debug)]
@@ -124,15 +139,12 @@ impl Streams {
 
     /// A publisher takes `name`: creates the stream, resumes it after a drop, or refuses (409)
     /// while another publisher is live.
-    #[allow(clippy::too_many_arguments)] // each argument is a distinct fact about the claim
     pub fn claim(
         &self,
         name: &str,
         protocol: IngestProtocol,
         tracks: Vec<TrackInfo>,
-        session: &str,
-        shard: usize,
-        last_media: Arc<AtomicU64>,
+        publisher: NewPublisher,
         now: Instant,
     ) -> Result<PublisherClaim> {
         let now_ms = self.clock_ms(now);
@@ -166,6 +178,7 @@ impl Streams {
             if connecting || (last != 0 && idle < STALE_PUBLISHER) {
                 return Err(Error::StreamBusy(name.to_owned()));
             }
+            p.revoked.store(true, Ordering::Relaxed);
             replaced = Some(p.session.clone());
         }
         let first_publish = entry.tracks.is_empty();
@@ -185,10 +198,11 @@ impl Streams {
             .map(|t| (t, Arc::new(TrackCounters::default()), 0, 0))
             .collect();
         entry.publisher = Some(Publisher {
-            session: session.to_owned(),
-            shard,
+            session: publisher.session,
+            shard: publisher.shard,
             since: now,
-            last_media,
+            last_media: publisher.last_media,
+            revoked: publisher.revoked,
         });
         entry.offline_since = None;
         Ok(PublisherClaim {
@@ -255,7 +269,7 @@ impl Streams {
             id: e.id,
             name: name.to_owned(),
             tracks: e.tracks.iter().map(|t| t.0.clone()).collect(),
-            publisher_shard: e.publisher.as_ref().map(|p| p.shard),
+            publisher_shard: e.publisher.as_ref().and_then(|p| p.shard),
         })
     }
 
@@ -266,7 +280,7 @@ impl Streams {
             .by_name
             .values()
             .find(|e| e.id == id)
-            .and_then(|e| e.publisher.as_ref().map(|p| p.shard))
+            .and_then(|e| e.publisher.as_ref().and_then(|p| p.shard))
     }
 
     /// Counts a viewer in or out.

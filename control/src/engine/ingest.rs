@@ -1,0 +1,167 @@
+//! Publishers that are not WebRTC peers: inputs that receive RTP (FTL, the relay) or make it
+//! (RTMP) hand packets to an [`Ingest`], which feeds the same fan-out as a WHIP publisher.
+
+use super::{Command, Engine, Shared};
+use crate::error::{Error, Result};
+use crate::media::{MediaPacket, TrackKind, is_keyframe_start};
+use crate::service::PublishRequest;
+use crate::stream::{IngestProtocol, NewPublisher, TrackCounters, TrackInfo, is_valid_name};
+use rtc::rtp;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+use tracing::info;
+
+/// Where packets of one publisher come from: what every ingest path stamps on a packet.
+pub(crate) struct Source<'a> {
+    pub stream: u64,
+    pub epoch: u32,
+    pub counters: &'a TrackCounters,
+    pub last_media: &'a AtomicU64,
+}
+
+impl Source<'_> {
+    /// Counts the packet and turns it into the shared form: extensions stripped (their ids are
+    /// per connection), keyframe starts marked.
+    pub(crate) fn packet(
+        &self,
+        track: &TrackInfo,
+        mut rtp: rtp::Packet,
+        now: Instant,
+        shared: &Shared,
+    ) -> Arc<MediaPacket> {
+        let bytes = rtp.payload.len() as u64;
+        self.counters.packets.fetch_add(1, Ordering::Relaxed);
+        self.counters.bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.last_media
+            .store(shared.streams.clock_ms(now).max(1), Ordering::Relaxed);
+        shared.metrics.packets_in.increment(1);
+        shared.metrics.bytes_in.increment(bytes);
+        rtp.header.extension = false;
+        rtp.header.extension_profile = 0;
+        rtp.header.extensions.clear();
+        rtp.header.padding = false;
+        let keyframe_start =
+            track.kind == TrackKind::Video && is_keyframe_start(track.codec.codec, &rtp.payload);
+        Arc::new(MediaPacket {
+            stream: self.stream,
+            kind: track.kind,
+            epoch: self.epoch,
+            keyframe_start,
+            rtp,
+        })
+    }
+}
+
+/// A live non-WebRTC publisher. Dropping it ends the publish; viewers then wait out the
+/// reconnect grace period as for a WHIP publisher.
+pub struct Ingest {
+    shared: Arc<Shared>,
+    protocol: IngestProtocol,
+    session: String,
+    name: String,
+    stream: u64,
+    epoch: u32,
+    tracks: Vec<TrackInfo>,
+    counters: Vec<Arc<TrackCounters>>,
+    last_media: Arc<AtomicU64>,
+    revoked: Arc<AtomicBool>,
+}
+
+impl Engine {
+    /// Authorizes a non-WebRTC publisher and takes its stream (or `409` while another
+    /// publisher is live). `tracks` are what it will send.
+    pub fn start_ingest(
+        &self,
+        request: PublishRequest<'_>,
+        protocol: IngestProtocol,
+        tracks: Vec<TrackInfo>,
+    ) -> Result<Ingest> {
+        let name = self.service().authorize_publish(request)?;
+        if !is_valid_name(&name) {
+            return Err(Error::InvalidStreamName(name));
+        }
+        let session = super::new_session_id();
+        let last_media = Arc::new(AtomicU64::new(0));
+        let revoked = Arc::new(AtomicBool::new(false));
+        let claim = self.shared.streams.claim(
+            &name,
+            protocol,
+            tracks.clone(),
+            NewPublisher {
+                session: session.clone(),
+                shard: None,
+                last_media: Arc::clone(&last_media),
+                revoked: Arc::clone(&revoked),
+            },
+            Instant::now(),
+        )?;
+        if let Some(old) = &claim.replaced {
+            self.close_session(old);
+        }
+        if !claim.viewers_continue {
+            for tx in &self.shared.commands {
+                let _ = tx.send(Command::EndStream {
+                    stream: claim.stream,
+                });
+            }
+        }
+        ::metrics::gauge!("waveguide_publishers", "protocol" => protocol.as_str()).increment(1.0);
+        info!(%session, stream = %name, protocol = protocol.as_str(), publishes = claim.epoch + 1, "publisher started");
+        Ok(Ingest {
+            shared: Arc::clone(&self.shared),
+            protocol,
+            session,
+            name,
+            stream: claim.stream,
+            epoch: claim.epoch,
+            tracks,
+            counters: claim.counters,
+            last_media,
+            revoked,
+        })
+    }
+}
+
+impl Ingest {
+    /// The public stream name the key resolved to.
+    pub fn stream(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether a newer publisher took the stream over; the input should then disconnect.
+    pub fn is_revoked(&self) -> bool {
+        self.revoked.load(Ordering::Relaxed)
+    }
+
+    /// Sends one RTP packet of the `kind` track to every viewer. SSRC and payload type are
+    /// the input's own; they are rewritten per viewer.
+    pub fn send(&self, kind: TrackKind, rtp: rtp::Packet) -> Result<()> {
+        if self.is_revoked() {
+            return Err(Error::StreamBusy(self.name.clone()));
+        }
+        let Some(index) = self.tracks.iter().position(|t| t.kind == kind) else {
+            return Ok(());
+        };
+        let source = Source {
+            stream: self.stream,
+            epoch: self.epoch,
+            counters: &self.counters[index],
+            last_media: &self.last_media,
+        };
+        let packet = source.packet(&self.tracks[index], rtp, Instant::now(), &self.shared);
+        self.shared.fan_out(packet);
+        Ok(())
+    }
+}
+
+impl Drop for Ingest {
+    fn drop(&mut self) {
+        self.shared
+            .streams
+            .publisher_gone(&self.name, &self.session, Instant::now());
+        ::metrics::gauge!("waveguide_publishers", "protocol" => self.protocol.as_str())
+            .decrement(1.0);
+        info!(session = %self.session, stream = %self.name, "publisher ended");
+    }
+}
