@@ -18,12 +18,22 @@ use waveguide_control::http::SignalingState;
 use waveguide_control::service::Service;
 use waveguide_control::stream::Streams;
 
+const CONFIG_HELP: &str = "\
+Config file keys (TOML; env WAVEGUIDE_<SECTION>_<KEY> overrides each; see deploy/edge.example.toml):
+  [http]     listen (addr, 0.0.0.0:8080), public_url (base URL for Location), cors_origins ([] = any)
+  [webrtc]   udp_port (8189; shard i uses udp_port+i), shards (0 = one per core),
+             public_ip (NAT 1:1 address advertised), bind_ips ([] = every interface address),
+             ice_servers (STUN/TURN URLs sent in Link headers)
+  [service]  kind (\"open\" | \"static\"), [[service.streams]] name, key | key_sha256, ftl_channel
+  [viewers]  reconnect_grace_secs (15), queue_packets (4096)
+  [log]      format (\"text\" | \"json\"), filter (tracing filter; RUST_LOG wins)";
+
 /// Waveguide edge node: publish over WHIP, watch over WHEP.
 ///
 /// Every config key can also be set by an environment variable named
 /// WAVEGUIDE_<SECTION>_<KEY>, e.g. WAVEGUIDE_WEBRTC_PUBLIC_IP=203.0.113.7.
 #[derive(Debug, Parser)]
-#[command(name = "waveguide-edge", version)]
+#[command(name = "waveguide-edge", version, after_help = CONFIG_HELP)]
 struct Cli {
     /// TOML config file (see deploy/edge.example.toml). Without one, an open local edge runs.
     #[arg(long, env = "WAVEGUIDE_CONFIG")]
