@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use waveguide_control::config::{ViewerConfig, WebRtcConfig};
 use waveguide_control::service::ServiceConfig;
+use waveguide_inputs::ftl::FtlConfig;
+use waveguide_inputs::rtmp::RtmpConfig;
 
 /// The whole file.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -19,6 +21,10 @@ pub struct EdgeConfig {
     pub service: ServiceConfig,
     /// `[viewers]`
     pub viewers: ViewerConfig,
+    /// `[ftl]`
+    pub ftl: FtlConfig,
+    /// `[rtmp]`
+    pub rtmp: RtmpConfig,
     /// `[log]`
     pub log: LogConfig,
 }
@@ -110,7 +116,7 @@ pub fn load(
         let section = section.to_ascii_lowercase();
         if !matches!(
             section.as_str(),
-            "http" | "webrtc" | "service" | "viewers" | "log"
+            "http" | "webrtc" | "service" | "viewers" | "log" | "ftl" | "rtmp"
         ) {
             continue;
         }

@@ -26,6 +26,8 @@ Config file keys (TOML; env WAVEGUIDE_<SECTION>_<KEY> overrides each; see deploy
              ice_servers (STUN/TURN URLs sent in Link headers)
   [service]  kind (\"open\" | \"static\"), [[service.streams]] name, key | key_sha256, ftl_channel
   [viewers]  reconnect_grace_secs (15), queue_packets (4096)
+  [ftl]      enabled (true), listen (0.0.0.0:8084), media_port (8085)
+  [rtmp]     enabled (true), listen (0.0.0.0:1935); publish to rtmp://HOST:1935/live/<stream key>
   [log]      format (\"text\" | \"json\"), filter (tracing filter; RUST_LOG wins)";
 
 /// Waveguide edge node: publish over WHIP, watch over WHEP.
@@ -110,6 +112,23 @@ async fn run(config: EdgeConfig) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("binding HTTP {}", config.http.listen))?;
+    if config.ftl.enabled {
+        let ftl = tokio::net::TcpListener::bind(config.ftl.listen)
+            .await
+            .with_context(|| format!("binding FTL {}", config.ftl.listen))?;
+        let (ftl_config, ftl_engine) = (config.ftl.clone(), Arc::clone(&engine));
+        tokio::spawn(async move {
+            if let Err(e) = waveguide_inputs::ftl::serve(ftl, ftl_config, ftl_engine).await {
+                tracing::error!("FTL stopped: {e}");
+            }
+        });
+    }
+    if config.rtmp.enabled {
+        let rtmp = tokio::net::TcpListener::bind(config.rtmp.listen)
+            .await
+            .with_context(|| format!("binding RTMP {}", config.rtmp.listen))?;
+        tokio::spawn(waveguide_inputs::rtmp::serve(rtmp, Arc::clone(&engine)));
+    }
     announce(&config, &engine, listener.local_addr()?);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
@@ -132,6 +151,25 @@ fn announce(config: &EdgeConfig, engine: &Engine, bound: SocketAddr) {
     info!("publish page: {base}/publish");
     info!("WHIP (OBS):   {base}/whip   (Bearer Token = stream key)");
     info!("WHEP:         {base}/whep/<stream>");
+    if config.rtmp.enabled {
+        let host = match config.rtmp.listen.ip() {
+            ip if ip.is_unspecified() => base
+                .split("://")
+                .nth(1)
+                .and_then(|rest| rest.split([':', '/']).next())
+                .unwrap_or("localhost")
+                .to_owned(),
+            ip => ip.to_string(),
+        };
+        let port = config.rtmp.listen.port();
+        info!("RTMP (OBS/ffmpeg): rtmp://{host}:{port}/live/<stream key>");
+    }
+    if config.ftl.enabled {
+        info!(
+            "FTL:          control {} (ftl_app -s \"<channel>-<key>\"), media UDP {}",
+            config.ftl.listen, config.ftl.media_port
+        );
+    }
     info!(
         "WebRTC UDP:   ports {}..={}",
         config.webrtc.udp_port,

@@ -4,7 +4,9 @@
 use crate::api;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware;
+use axum::response::Response;
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -60,4 +62,18 @@ pub fn build(state: SignalingState, metrics: PrometheusHandle, cors_origins: &[S
         .route("/readyz", get(|| async { "ready\n" }))
         .layer(DefaultBodyLimit::max(MAX_SDP_BYTES))
         .layer(cors)
+        .layer(middleware::map_response(preflight_no_content))
+}
+
+/// Answers a CORS preflight with `204 No Content` (tower-http's layer says `200` with an empty
+/// body); it carries no content, and WHIP/WHEP clients and their tests expect 204.
+async fn preflight_no_content(mut response: Response) -> Response {
+    if response.status() == StatusCode::OK
+        && response
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_ALLOW_METHODS)
+    {
+        *response.status_mut() = StatusCode::NO_CONTENT;
+    }
+    response
 }

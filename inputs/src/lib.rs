@@ -3,8 +3,12 @@
 //! # Layout
 //!
 //! - [`whip`]: WebRTC-HTTP ingest (RFC 9725) — OBS 30+ and browsers.
+//! - [`ftl`]: FTL (ftl-sdk's `ftl_app`): TCP control channel plus RTP over UDP.
+//! - [`rtmp`]: RTMP (OBS, ffmpeg): H.264 re-framed to RTP, AAC transcoded to Opus.
 //!
 //! RTMP, FTL and the edge-to-edge relay join as sibling modules. An input never talks to
 //! viewers and never knows who watches.
 
+pub mod ftl;
+pub mod rtmp;
 pub mod whip;

@@ -66,6 +66,7 @@ pub struct Ingest {
     counters: Vec<Arc<TrackCounters>>,
     last_media: Arc<AtomicU64>,
     revoked: Arc<AtomicBool>,
+    ended: bool,
 }
 
 impl Engine {
@@ -119,6 +120,7 @@ impl Engine {
             counters: claim.counters,
             last_media,
             revoked,
+            ended: false,
         })
     }
 }
@@ -155,11 +157,22 @@ impl Ingest {
     }
 }
 
+impl Ingest {
+    /// The publisher ended the stream on purpose: viewers end now instead of waiting out the
+    /// reconnect grace period (which is what dropping the `Ingest` gives them).
+    pub fn end(mut self) {
+        self.ended = true;
+        self.shared.end_stream(&self.name, &self.session);
+    }
+}
+
 impl Drop for Ingest {
     fn drop(&mut self) {
-        self.shared
-            .streams
-            .publisher_gone(&self.name, &self.session, Instant::now());
+        if !self.ended {
+            self.shared
+                .streams
+                .publisher_gone(&self.name, &self.session, Instant::now());
+        }
         ::metrics::gauge!("waveguide_publishers", "protocol" => self.protocol.as_str())
             .decrement(1.0);
         info!(session = %self.session, stream = %self.name, "publisher ended");

@@ -106,6 +106,16 @@ impl Shared {
         self.sessions().remove(session);
     }
 
+    /// Ends `name` now if `session` is its publisher, and its viewers with it.
+    fn end_stream(&self, name: &str, session: &str) {
+        if let Some(id) = self.streams.end(name, session) {
+            info!(stream = %name, "publisher ended the stream");
+            for tx in &self.commands {
+                let _ = tx.send(Command::EndStream { stream: id });
+            }
+        }
+    }
+
     /// Hands a publisher packet to every shard once; a full shard queue drops and counts.
     fn fan_out(&self, packet: Arc<crate::media::MediaPacket>) {
         for tx in &self.media {
@@ -381,17 +391,20 @@ impl Engine {
         let parsed = parse_fragment(fragment)?;
         if let Some((ufrag, pwd)) = parsed.restart {
             let (reply, rx) = oneshot::channel();
+            let candidates = parsed.candidates;
             self.send(
                 entry.shard,
                 Command::Restart {
                     id: entry.peer,
                     ufrag,
                     pwd,
+                    candidates,
                     reply,
                 },
             )?;
             let answer = match rx.await {
-                Ok(Ok(answer)) => answer,
+                Ok(Ok(Some(answer))) => answer,
+                Ok(Ok(None)) => return Ok(PatchOutcome::Trickled),
                 Ok(Err(reason)) => return Err(Error::MalformedFragment(reason)),
                 Err(_) => return Err(Error::SessionNotFound),
             };
@@ -424,7 +437,8 @@ impl Engine {
         }
     }
 
-    /// Ends a session (HTTP DELETE).
+    /// Ends a session (HTTP DELETE). A publisher's DELETE ends its stream at once: the grace
+    /// period is for publishers that vanish, not for ones that say goodbye.
     pub fn end(&self, kind: SessionKind, stream: &str, session: &str) -> Result<()> {
         let entry = self.lookup(kind, stream, session)?;
         self.shared.forget_session(session);
@@ -434,7 +448,11 @@ impl Engine {
                 id: entry.peer,
                 reason: "ended by client",
             },
-        )
+        )?;
+        if kind == SessionKind::Publisher {
+            self.shared.end_stream(stream, session);
+        }
+        Ok(())
     }
 
     fn lookup(&self, kind: SessionKind, stream: &str, session: &str) -> Result<SessionEntry> {

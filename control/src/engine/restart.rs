@@ -8,6 +8,29 @@ use super::peer::Peer;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use std::time::Instant;
 
+/// What a PATCH fragment turned out to be.
+pub(crate) enum Patched {
+    /// Same credentials as the session's: plain trickle.
+    Trickle,
+    /// ICE restarted: (old local ufrag, new local ufrag, answer fragment).
+    Restarted(String, String, String),
+}
+
+/// Whether `ufrag`/`pwd` are the session's current remote credentials (a trickle fragment
+/// carries them too, RFC 8840) or new ones (an ICE restart).
+pub(crate) fn is_current(peer: &Peer, ufrag: &str, pwd: &str) -> bool {
+    let Some(remote) = peer.pc.remote_description() else {
+        return false;
+    };
+    let has = |prefix: &str, value: &str| {
+        remote
+            .sdp
+            .lines()
+            .any(|l| l.trim().strip_prefix(prefix) == Some(value))
+    };
+    has("a=ice-ufrag:", ufrag) && has("a=ice-pwd:", pwd)
+}
+
 /// Restarts ICE on `peer`; returns (old local ufrag, new local ufrag, answer fragment).
 pub(crate) fn restart_ice(
     peer: &mut Peer,

@@ -5,7 +5,6 @@ use super::offer::{Offer, OfferedFormat, no_common_codec};
 use crate::error::{Error, Result};
 use crate::media::{Codec, CodecParams, TrackKind};
 use crate::stream::{StreamRef, TrackInfo};
-use rand::distr::{Alphanumeric, SampleString};
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::RTCPeerConnection;
@@ -62,12 +61,9 @@ fn engine_err(e: impl std::fmt::Display) -> Error {
     Error::Engine(e.to_string())
 }
 
-fn settings() -> (SettingEngine, String) {
-    let ufrag = Alphanumeric.sample_string(&mut rand::rng(), 16);
-    let pwd = Alphanumeric.sample_string(&mut rand::rng(), 32);
-    let engine = SettingEngineBuilder::new()
+fn settings() -> SettingEngine {
+    SettingEngineBuilder::new()
         .with_lite(true)
-        .with_ice_credentials(ufrag.clone(), pwd)
         // The client starts DTLS once its checks succeed; we never need its address first.
         .with_answering_dtls_role(RTCDtlsRole::Server)
         // GCM first: it avoids the HMAC that dominates SRTP cost (FIELD-NOTES, rtc#105).
@@ -80,8 +76,14 @@ fn settings() -> (SettingEngine, String) {
             Some(Duration::from_secs(15)),
             Some(Duration::from_secs(2)),
         )
-        .build();
-    (engine, ufrag)
+        .build()
+}
+
+/// Our ICE ufrag in an SDP we made: the shard routes connectivity checks by it.
+pub(crate) fn local_ufrag(sdp: &str) -> Option<String> {
+    sdp.lines()
+        .find_map(|l| l.trim().strip_prefix("a=ice-ufrag:"))
+        .map(str::to_owned)
 }
 
 fn codec_parameters(
@@ -110,12 +112,7 @@ fn codec_parameters(
     }
 }
 
-fn finish(
-    mut pc: RTCPeerConnection,
-    ufrag: String,
-    candidates: &[SocketAddr],
-    now: Instant,
-) -> Result<Built> {
+fn finish(mut pc: RTCPeerConnection, candidates: &[SocketAddr], now: Instant) -> Result<Built> {
     for addr in candidates {
         let candidate = CandidateHostConfig {
             base_config: CandidateConfig {
@@ -140,9 +137,11 @@ fn finish(
         .local_description()
         .map(|d| d.sdp)
         .ok_or_else(|| Error::Engine("no local description after answering".into()))?;
+    let local_ufrag =
+        local_ufrag(&answer_sdp).ok_or_else(|| Error::Engine("answer without ice-ufrag".into()))?;
     Ok(Built {
         pc,
-        local_ufrag: ufrag,
+        local_ufrag,
         answer_sdp,
     })
 }
@@ -201,7 +200,7 @@ pub(crate) fn publisher(
     }
     let registry =
         register_default_interceptors(Registry::new(), &mut media_engine).map_err(engine_err)?;
-    let (settings, ufrag) = settings();
+    let settings = settings();
     let mut pc = RTCPeerConnectionBuilder::new()
         .with_setting_engine(settings)
         .with_media_engine(media_engine)
@@ -209,7 +208,7 @@ pub(crate) fn publisher(
         .build(now)
         .map_err(engine_err)?;
     set_offer(&mut pc, sdp, now)?;
-    Ok((finish(pc, ufrag, candidates, now)?, tracks))
+    Ok((finish(pc, candidates, now)?, tracks))
 }
 
 /// A viewer's connection: one sending track per stream track the viewer's offer can carry.
@@ -238,7 +237,7 @@ pub(crate) fn viewer(
         return Err(no_common_codec(&all));
     }
     let registry = configure_rtcp_reports(configure_nack(Registry::new(), &mut media_engine));
-    let (settings, ufrag) = settings();
+    let settings = settings();
     let mut pc = RTCPeerConnectionBuilder::new()
         .with_setting_engine(settings)
         .with_media_engine(media_engine)
@@ -271,7 +270,7 @@ pub(crate) fn viewer(
         let sender = pc.add_track(local).map_err(engine_err)?;
         tracks.push((track, sender, ssrc));
     }
-    let built = finish(pc, ufrag, candidates, now)?;
+    let built = finish(pc, candidates, now)?;
     let mut pc = built.pc;
     let mut out = Vec::new();
     for (track, sender, ssrc) in tracks {

@@ -45,11 +45,14 @@ pub(crate) enum Command {
         reply: oneshot::Sender<Result<(), String>>,
     },
     /// An ICE restart with the client's new credentials; replies with our answer fragment.
+    /// A fragment with credentials: trickle if they are the session's, else an ICE restart;
+    /// replies with our answer fragment for a restart.
     Restart {
         id: PeerId,
         ufrag: String,
         pwd: String,
-        reply: oneshot::Sender<Result<String, String>>,
+        candidates: Vec<RTCIceCandidateInit>,
+        reply: oneshot::Sender<Result<Option<String>, String>>,
     },
     Close {
         id: PeerId,
@@ -201,17 +204,28 @@ impl Shard {
                 id,
                 ufrag,
                 pwd,
+                candidates,
                 reply,
             } => {
+                use super::restart::{Patched, is_current, restart_ice};
                 let result = match self.peers.get_mut(&id) {
                     None => Err("session ended".to_owned()),
-                    Some(peer) => super::restart::restart_ice(peer, &ufrag, &pwd, now),
+                    Some(peer) if is_current(peer, &ufrag, &pwd) => candidates
+                        .into_iter()
+                        .try_for_each(|c| peer.pc.add_remote_candidate(c))
+                        .map(|()| Patched::Trickle)
+                        .map_err(|e| e.to_string()),
+                    Some(peer) => restart_ice(peer, &ufrag, &pwd, now)
+                        .map(|(old, new, frag)| Patched::Restarted(old, new, frag)),
                 };
-                if let Ok((old, new, _)) = &result {
+                if let Ok(Patched::Restarted(old, new, _)) = &result {
                     self.demux.remove(old, &[], id);
                     self.demux.add_ufrag(new, id);
                 }
-                let _ = reply.send(result.map(|(_, _, fragment)| fragment));
+                let _ = reply.send(result.map(|p| match p {
+                    Patched::Trickle => None,
+                    Patched::Restarted(_, _, frag) => Some(frag),
+                }));
                 self.drain(id, now);
             }
             Command::Close { id, reason } => self.close_peer(id, reason, now),

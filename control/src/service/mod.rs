@@ -69,6 +69,16 @@ impl Service {
         &self.config.streams
     }
 
+    /// The stream and key of an FTL channel: FTL proves the key with an HMAC over a challenge,
+    /// so the key itself is needed (a `key_sha256` entry cannot publish over FTL).
+    pub fn ftl_channel(&self, channel: u32) -> Option<(String, String)> {
+        self.config
+            .streams
+            .iter()
+            .find(|e| e.ftl_channel == Some(channel))
+            .and_then(|e| e.clear_key().map(|k| (e.name.clone(), k.to_owned())))
+    }
+
     /// The public name of the stream this publisher may publish, or why not.
     pub fn authorize_publish(&self, request: PublishRequest<'_>) -> Result<String> {
         let key = request.key.filter(|k| !k.is_empty());

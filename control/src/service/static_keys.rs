@@ -63,6 +63,11 @@ impl StreamKeyEntry {
         }
     }
 
+    /// The key in clear, when the config holds it so.
+    pub(crate) fn clear_key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+
     /// Whether `presented` is this entry's key, in time independent of where they differ.
     pub fn matches(&self, presented: &str) -> bool {
         match (&self.key, &self.key_sha256) {

@@ -225,6 +225,20 @@ impl Streams {
         }
     }
 
+    /// The publisher `session` ended `name` on purpose (WHIP DELETE, RTMP deleteStream, FTL
+    /// DISCONNECT): the stream is over now, without a grace period. Returns its id.
+    pub fn end(&self, name: &str, session: &str) -> Option<u64> {
+        let mut inner = self.lock();
+        let current = inner
+            .by_name
+            .get(name)
+            .is_some_and(|e| e.publisher.as_ref().is_some_and(|p| p.session == session));
+        if !current {
+            return None;
+        }
+        inner.by_name.remove(name).map(|e| e.id)
+    }
+
     /// Removes streams whose publisher has been gone longer than `grace`; returns their ids.
     pub fn expire(&self, grace: Duration, now: Instant) -> Vec<(u64, String)> {
         let mut inner = self.lock();

@@ -1,0 +1,279 @@
+//! H.264 as FLV carries it: the `AVCDecoderConfigurationRecord` (avcC) with the parameter
+//! sets, and length-prefixed NAL units; plus what SDP needs from the SPS.
+//!
+//! Owns bitstream framing only; RTP packetization is `packetizer`'s.
+
+use super::error::MediaError;
+use bytes::Bytes;
+
+/// NAL unit type: coded slice of an IDR picture.
+pub const NAL_IDR: u8 = 5;
+/// NAL unit type: sequence parameter set.
+pub const NAL_SPS: u8 = 7;
+/// NAL unit type: picture parameter set.
+pub const NAL_PPS: u8 = 8;
+/// NAL unit type: access unit delimiter (dropped: RTP marks frames itself).
+pub const NAL_AUD: u8 = 9;
+/// NAL unit type: filler data (dropped).
+pub const NAL_FILLER: u8 = 12;
+
+/// Parameter sets in one record, at most (the format allows 31 SPS and 255 PPS; encoders
+/// send one of each).
+const MAX_PARAMETER_SETS: usize = 16;
+
+/// The type of a NAL unit.
+pub fn nal_type(nal: &[u8]) -> u8 {
+    nal.first().map_or(0, |b| b & 0x1f)
+}
+
+/// Reads Exp-Golomb and fixed-width fields from the start of a NAL unit's payload, skipping
+/// emulation-prevention bytes.
+pub(crate) struct BitReader<'a> {
+    data: &'a [u8],
+    byte: usize,
+    bit: u8,
+    zeros: u8,
+}
+
+impl<'a> BitReader<'a> {
+    /// A reader over `rbsp_with_emulation` (the NAL unit after its header byte).
+    pub(crate) fn new(data: &'a [u8]) -> Self {
+        Self {
+            data,
+            byte: 0,
+            bit: 0,
+            zeros: 0,
+        }
+    }
+
+    fn current(&mut self) -> Option<u8> {
+        if self.bit == 0 {
+            // 0x000003: the 03 is an emulation-prevention byte, not payload.
+            if self.zeros >= 2 && self.data.get(self.byte) == Some(&3) {
+                self.byte += 1;
+                self.zeros = 0;
+            }
+            let b = *self.data.get(self.byte)?;
+            self.zeros = if b == 0 { self.zeros + 1 } else { 0 };
+        }
+        self.data.get(self.byte).copied()
+    }
+
+    /// One bit.
+    pub(crate) fn bit(&mut self) -> Option<u32> {
+        let b = self.current()?;
+        let v = (b >> (7 - self.bit)) & 1;
+        self.bit += 1;
+        if self.bit == 8 {
+            self.bit = 0;
+            self.byte += 1;
+        }
+        Some(u32::from(v))
+    }
+
+    /// `n` bits (n <= 32).
+    pub(crate) fn bits(&mut self, n: u32) -> Option<u32> {
+        let mut v = 0u32;
+        for _ in 0..n {
+            v = (v << 1) | self.bit()?;
+        }
+        Some(v)
+    }
+
+    /// Unsigned Exp-Golomb.
+    pub(crate) fn ue(&mut self) -> Option<u32> {
+        let mut zeros = 0;
+        while self.bit()? == 0 {
+            zeros += 1;
+            if zeros > 31 {
+                return None;
+            }
+        }
+        let rest = self.bits(zeros)?;
+        Some(((1u64 << zeros) - 1 + u64::from(rest)) as u32)
+    }
+}
+
+/// Whether a slice NAL unit (type 1 or 5) is a B slice.
+pub fn is_b_slice(nal: &[u8]) -> bool {
+    let Some(payload) = nal.get(1..) else {
+        return false;
+    };
+    let mut r = BitReader::new(payload);
+    let _first_mb = r.ue();
+    matches!(r.ue(), Some(1 | 6))
+}
+
+/// The decoder configuration from an AVC sequence header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AvcConfig {
+    /// Bytes in each NAL unit's length prefix (1, 2 or 4).
+    pub length_size: usize,
+    /// Sequence parameter sets.
+    pub sps: Vec<Bytes>,
+    /// Picture parameter sets.
+    pub pps: Vec<Bytes>,
+}
+
+fn read_sets(
+    data: &Bytes,
+    pos: &mut usize,
+    count: usize,
+    want_type: u8,
+) -> Result<Vec<Bytes>, MediaError> {
+    if count > MAX_PARAMETER_SETS {
+        return Err(MediaError::AvcConfig("too many parameter sets"));
+    }
+    let mut sets = Vec::with_capacity(count);
+    for _ in 0..count {
+        let len = data
+            .get(*pos..*pos + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
+            .ok_or(MediaError::AvcConfig("truncated"))?;
+        let start = *pos + 2;
+        if start + len > data.len() || len == 0 {
+            return Err(MediaError::AvcConfig("parameter set length"));
+        }
+        let set = data.slice(start..start + len);
+        if nal_type(&set) != want_type {
+            return Err(MediaError::AvcConfig("parameter set of the wrong type"));
+        }
+        sets.push(set);
+        *pos = start + len;
+    }
+    Ok(sets)
+}
+
+impl AvcConfig {
+    /// Parses an `AVCDecoderConfigurationRecord` (ISO 14496-15 §5.2.4.1).
+    pub fn parse(data: &Bytes) -> Result<Self, MediaError> {
+        let head = data.get(..6).ok_or(MediaError::AvcConfig("truncated"))?;
+        if head[0] != 1 {
+            return Err(MediaError::AvcConfig("configuration version is not 1"));
+        }
+        let length_size = usize::from(head[4] & 0x03) + 1;
+        if length_size == 3 {
+            return Err(MediaError::AvcConfig("3-byte NAL length"));
+        }
+        let mut pos = 6;
+        let sps = read_sets(data, &mut pos, usize::from(head[5] & 0x1f), NAL_SPS)?;
+        let pps_count = *data.get(pos).ok_or(MediaError::AvcConfig("truncated"))?;
+        pos += 1;
+        let pps = read_sets(data, &mut pos, usize::from(pps_count), NAL_PPS)?;
+        if sps.is_empty() || pps.is_empty() {
+            return Err(MediaError::AvcConfig("no SPS or no PPS"));
+        }
+        if sps[0].len() < 4 {
+            return Err(MediaError::AvcConfig("SPS too short"));
+        }
+        Ok(Self {
+            length_size,
+            sps,
+            pps,
+        })
+    }
+
+    /// `profile-level-id` for SDP: profile_idc, constraint flags and level_idc of the SPS.
+    pub fn profile_level_id(&self) -> String {
+        // `parse` guarantees a first SPS of at least 4 bytes.
+        let s = &self.sps[0];
+        format!("{:02x}{:02x}{:02x}", s[1], s[2], s[3])
+    }
+
+    /// The `a=fmtp` parameters viewers are offered.
+    ///
+    /// The profile is announced as Constrained Baseline at the stream's own level, whatever the
+    /// SPS says. Browsers offer only the H.264 profiles they can also encode (Chromium 156
+    /// offers 42001f, 42e01f, 4d001f and f4001f, no High), so an honest `64…` would match no
+    /// viewer's offer; yet every browser's decoder takes the High and Main streams RTMP
+    /// encoders send (OBS's own WHIP output labels its x264 High stream 42e01f the same way).
+    /// `level-asymmetry-allowed=1` lets the stream's level exceed what the viewer offered.
+    pub fn fmtp(&self) -> String {
+        // `parse` guarantees a first SPS of at least 4 bytes.
+        let level = self.sps[0][3];
+        format!("level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e0{level:02x}")
+    }
+}
+
+/// Splits a frame of length-prefixed NAL units (zero-copy slices of `data`).
+pub fn nal_units(data: &Bytes, length_size: usize, out: &mut Vec<Bytes>) -> Result<(), MediaError> {
+    let mut pos = 0;
+    while pos < data.len() {
+        let prefix = data
+            .get(pos..pos + length_size)
+            .ok_or(MediaError::NalLength)?;
+        let len = prefix
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        let start = pos + length_size;
+        let end = start.checked_add(len).ok_or(MediaError::NalLength)?;
+        if end > data.len() {
+            return Err(MediaError::NalLength);
+        }
+        if len > 0 {
+            out.push(data.slice(start..end));
+        }
+        pos = end;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// An avcC for High profile level 3.1 with one SPS and one PPS.
+    pub(crate) fn avcc() -> Bytes {
+        let sps = [0x67, 0x64, 0x00, 0x1f, 0xac, 0xd9];
+        let pps = [0x68, 0xeb, 0xe3, 0xcb];
+        let mut v = vec![1, 0x64, 0x00, 0x1f, 0xff, 0xe1];
+        v.extend_from_slice(&(sps.len() as u16).to_be_bytes());
+        v.extend_from_slice(&sps);
+        v.push(1);
+        v.extend_from_slice(&(pps.len() as u16).to_be_bytes());
+        v.extend_from_slice(&pps);
+        Bytes::from(v)
+    }
+
+    #[test]
+    fn parses_avcc_and_derives_fmtp() {
+        let c = AvcConfig::parse(&avcc()).unwrap();
+        assert_eq!(c.length_size, 4);
+        assert_eq!(c.sps.len(), 1);
+        assert_eq!(c.pps.len(), 1);
+        assert_eq!(c.profile_level_id(), "64001f");
+        assert_eq!(
+            c.fmtp(),
+            "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
+        );
+    }
+
+    #[test]
+    fn refuses_bad_avcc() {
+        let good = avcc();
+        for n in 0..good.len() {
+            assert!(AvcConfig::parse(&good.slice(..n)).is_err(), "prefix {n}");
+        }
+        let mut v = good.to_vec();
+        v[0] = 2;
+        assert!(AvcConfig::parse(&Bytes::from(v)).is_err());
+        let mut v = good.to_vec();
+        v[8] = 0x68; // SPS slot holding a PPS
+        assert!(AvcConfig::parse(&Bytes::from(v)).is_err());
+    }
+
+    #[test]
+    fn splits_length_prefixed_nal_units() {
+        let data = Bytes::from_static(&[0, 0, 0, 2, 0x65, 1, 0, 0, 0, 1, 0x06]);
+        let mut out = Vec::new();
+        nal_units(&data, 4, &mut out).unwrap();
+        assert_eq!(
+            out,
+            vec![Bytes::from_static(&[0x65, 1]), Bytes::from_static(&[0x06])]
+        );
+        let bad = Bytes::from_static(&[0, 0, 0, 9, 0x65]);
+        assert!(nal_units(&bad, 4, &mut Vec::new()).is_err());
+        let bad = Bytes::from_static(&[0, 0]);
+        assert!(nal_units(&bad, 4, &mut Vec::new()).is_err());
+    }
+}

@@ -1,0 +1,320 @@
+//! The RTMP listener: accepts TCP connections and drives one [`Session`] and one [`Publisher`]
+//! per connection, handing their RTP packets to the control's `Ingest`.
+//!
+//! The only part of RTMP that owns sockets and clocks. Each connection is its own task; a
+//! connection that sends garbage, stalls, or breaks a limit ends with one log line and touches
+//! nothing else. Stream keys are never logged.
+
+use super::error::{MediaError, RtmpError};
+use super::handshake::RANDOM_LEN;
+use super::publisher::{Notice, Publisher};
+use super::session::{Event, Session, SessionConfig};
+use rand::RngCore;
+use rtc::rtp;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tracing::{debug, info, warn};
+use waveguide_control::engine::Ingest;
+use waveguide_control::media::TrackKind;
+use waveguide_control::service::PublishRequest;
+use waveguide_control::stream::IngestProtocol;
+use waveguide_control::{Engine, Error as ControlError};
+
+/// Connections served at once; more are refused at accept.
+const MAX_CONNECTIONS: usize = 512;
+/// Time a client has to complete the handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection that sends nothing for this long is closed (publishers send media and
+/// acknowledgements continuously).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time from an accepted `publish` until the sequence headers must have arrived.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a write to the client may block.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Read buffer.
+const READ_BUFFER: usize = 64 * 1024;
+
+/// Why a connection ended, for its log line.
+#[derive(Debug, thiserror::Error)]
+enum ConnectionError {
+    #[error("{0}")]
+    Protocol(#[from] RtmpError),
+    #[error("{0}")]
+    Media(#[from] MediaError),
+    #[error("socket: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("no data for {0:?}")]
+    Timeout(Duration),
+    #[error("publish refused: {0}")]
+    Refused(ControlError),
+    #[error("no sequence header within {0:?} of publish")]
+    NoHeaders(Duration),
+    #[error("a newer publisher took the stream over")]
+    TakenOver,
+}
+
+/// Accepts RTMP publishers on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, engine: Arc<Engine>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let (socket, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                warn!("RTMP accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            warn!(%peer, "RTMP: {MAX_CONNECTIONS} connections open; refusing");
+            continue;
+        };
+        let engine = Arc::clone(&engine);
+        tokio::spawn(async move {
+            let _slot = slot;
+            let _ = socket.set_nodelay(true);
+            let mut connection = Connection::new(engine, peer);
+            let result = connection.run(socket).await;
+            let stream = connection.stream.as_deref().unwrap_or("-");
+            match result {
+                Ok(()) => info!(%peer, %stream, "RTMP connection closed"),
+                Err(e) => warn!(%peer, %stream, "RTMP connection closed: {e}"),
+            }
+        });
+    }
+}
+
+struct Connection {
+    engine: Arc<Engine>,
+    peer: SocketAddr,
+    session: Session,
+    publisher: Option<Publisher>,
+    /// The key of the accepted `publish` (kept for `start_ingest`; never logged).
+    key: Option<String>,
+    /// The public stream name the key resolved to.
+    stream: Option<String>,
+    accepted_at: Option<Instant>,
+    ingest: Option<Ingest>,
+    packets: Vec<(TrackKind, rtp::Packet)>,
+}
+
+impl Connection {
+    fn new(engine: Arc<Engine>, peer: SocketAddr) -> Self {
+        let mut random = Box::new([0u8; RANDOM_LEN]);
+        rand::rng().fill_bytes(&mut random[..]);
+        Self {
+            engine,
+            peer,
+            session: Session::new(SessionConfig::default(), 0, random),
+            publisher: None,
+            key: None,
+            stream: None,
+            accepted_at: None,
+            ingest: None,
+            packets: Vec::new(),
+        }
+    }
+
+    async fn run(&mut self, mut socket: TcpStream) -> Result<(), ConnectionError> {
+        let mut buf = vec![0u8; READ_BUFFER];
+        loop {
+            let limit = if self.session.handshake_done() {
+                IDLE_TIMEOUT
+            } else {
+                HANDSHAKE_TIMEOUT
+            };
+            let n = match tokio::time::timeout(limit, socket.read(&mut buf)).await {
+                Err(_) => return Err(ConnectionError::Timeout(limit)),
+                Ok(result) => result?,
+            };
+            if n == 0 {
+                return Ok(());
+            }
+            let received = self.session.receive(&buf[..n]);
+            let handled = self.handle_events();
+            // Flush first: a refusal or farewell goes out before the connection closes.
+            self.flush(&mut socket).await?;
+            received?;
+            handled?;
+            if self.session.should_close() {
+                return Ok(());
+            }
+            if let Some(at) = self.accepted_at
+                && self.ingest.is_none()
+                && at.elapsed() > START_TIMEOUT
+            {
+                return Err(ConnectionError::NoHeaders(START_TIMEOUT));
+            }
+        }
+    }
+
+    async fn flush(&mut self, socket: &mut TcpStream) -> Result<(), ConnectionError> {
+        while let Some(bytes) = self.session.take_output() {
+            match tokio::time::timeout(WRITE_TIMEOUT, socket.write_all(&bytes)).await {
+                Err(_) => return Err(ConnectionError::Timeout(WRITE_TIMEOUT)),
+                Ok(result) => result?,
+            }
+        }
+        Ok(())
+    }
+
+    fn handle_events(&mut self) -> Result<(), ConnectionError> {
+        while let Some(event) = self.session.poll_event() {
+            match event {
+                Event::Connected => debug!(peer = %self.peer, "RTMP connect"),
+                Event::Publish { key } => self.on_publish(key)?,
+                Event::Metadata(meta) => {
+                    info!(
+                        peer = %self.peer,
+                        stream = self.stream.as_deref().unwrap_or("-"),
+                        encoder = meta.encoder.as_deref().unwrap_or("?"),
+                        size = ?meta.size,
+                        fps = ?meta.framerate,
+                        video = meta.video_codec.as_deref().unwrap_or("none"),
+                        audio = meta.audio_codec.as_deref().unwrap_or("none"),
+                        "RTMP metadata"
+                    );
+                    if let Some(p) = &mut self.publisher {
+                        p.on_metadata(&meta);
+                    }
+                }
+                Event::Video { timestamp, payload } => {
+                    if let Some(p) = &mut self.publisher {
+                        p.on_video(timestamp, payload, &mut self.packets)?;
+                    }
+                    self.after_media()?;
+                }
+                Event::Audio { timestamp, payload } => {
+                    if let Some(p) = &mut self.publisher {
+                        p.on_audio(timestamp, payload, &mut self.packets)?;
+                    }
+                    self.after_media()?;
+                }
+                Event::Unpublish => {
+                    info!(peer = %self.peer, stream = self.stream.as_deref().unwrap_or("-"), "RTMP unpublish");
+                    self.ingest = None;
+                    self.publisher = None;
+                    self.accepted_at = None;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_publish(&mut self, key: String) -> Result<(), ConnectionError> {
+        let request = PublishRequest {
+            stream: None,
+            key: Some(&key),
+        };
+        match self.engine.service().authorize_publish(request) {
+            Ok(stream) => {
+                info!(peer = %self.peer, %stream, "RTMP publish accepted");
+                self.session.accept_publish();
+                let mut rng = rand::rng();
+                self.publisher = Some(Publisher::new(
+                    rng.next_u32(),
+                    rng.next_u32(),
+                    (rng.next_u32() as u16, rng.next_u32() as u16),
+                ));
+                self.stream = Some(stream);
+                self.key = Some(key);
+                self.accepted_at = Some(Instant::now());
+                Ok(())
+            }
+            Err(e) => {
+                self.session
+                    .reject_publish("NetStream.Publish.BadName", &refusal_text(&e));
+                Err(ConnectionError::Refused(e))
+            }
+        }
+    }
+
+    /// Starts the stream once the tracks are known, then sends what the media produced.
+    fn after_media(&mut self) -> Result<(), ConnectionError> {
+        let Some(publisher) = &mut self.publisher else {
+            return Ok(());
+        };
+        for notice in publisher.take_notices() {
+            let stream = self.stream.as_deref().unwrap_or("-");
+            match notice {
+                Notice::BFrames => info!(
+                    peer = %self.peer, %stream,
+                    "RTMP publisher sends B-frames; forwarding them with decode-order RTP timestamps"
+                ),
+                Notice::VideoConfigChanged => warn!(
+                    peer = %self.peer, %stream,
+                    "RTMP publisher changed its H.264 parameters mid-stream; viewers may need to rejoin"
+                ),
+                Notice::LateTrack(kind) => warn!(
+                    peer = %self.peer, %stream, ?kind,
+                    "RTMP track started after the stream; its media is dropped until the publisher reconnects"
+                ),
+            }
+        }
+        if publisher.is_ready() {
+            let tracks = publisher.tracks();
+            let request = PublishRequest {
+                stream: None,
+                key: self.key.as_deref(),
+            };
+            match self
+                .engine
+                .start_ingest(request, IngestProtocol::Rtmp, tracks.clone())
+            {
+                Ok(ingest) => {
+                    let video = publisher.video_profile().map_or_else(
+                        || "none".to_owned(),
+                        |p| format!("H264 profile-level-id {p} (offered to viewers as 42e0..)"),
+                    );
+                    let audio = publisher.audio_input().map_or_else(
+                        || "none".to_owned(),
+                        |a| {
+                            format!(
+                                "AAC-LC {} Hz {} ch -> Opus 48000 Hz stereo",
+                                a.sample_rate, a.channels
+                            )
+                        },
+                    );
+                    info!(peer = %self.peer, stream = ingest.stream(), %video, %audio, "RTMP stream live");
+                    self.ingest = Some(ingest);
+                    publisher.start(&mut self.packets)?;
+                }
+                Err(e) => {
+                    self.session.end_publish(&refusal_text(&e));
+                    return Err(ConnectionError::Refused(e));
+                }
+            }
+        }
+        let Some(ingest) = &self.ingest else {
+            self.packets.clear();
+            return Ok(());
+        };
+        for (kind, packet) in self.packets.drain(..) {
+            if ingest.send(kind, packet).is_err() {
+                self.session
+                    .end_publish("another publisher took this stream over");
+                return Err(ConnectionError::TakenOver);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What the client is told when its publish is refused (never the key itself).
+fn refusal_text(e: &ControlError) -> String {
+    match e {
+        ControlError::MissingKey => {
+            "missing stream key: publish to rtmp://HOST/live/<stream key>".into()
+        }
+        ControlError::InvalidKey => "invalid stream key".into(),
+        ControlError::StreamBusy(_) => "already publishing".into(),
+        ControlError::InvalidStreamName(_) => "invalid stream name".into(),
+        ControlError::Unavailable => "server is at capacity or draining".into(),
+        _ => "publish refused".into(),
+    }
+}
