@@ -9,10 +9,18 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scripts/setup.sh
 
+echo "[test] cargo fmt --check"
+cargo fmt --all --check
+
 echo "[test] cargo build --release --workspace --bins"
 cargo build --release --workspace --bins
 
 echo "[test] cargo test --release --workspace"
 # The e2e test binaries serialize their own heavy tests (one edge at a time); cargo runs the
 # test binaries one after another. --no-fail-fast: one failing suite must not hide the others.
-cargo test --release --workspace --no-fail-fast "$@"
+status=0
+cargo test --release --workspace --no-fail-fast "$@" || status=$?
+
+echo "[test] cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --release --workspace --all-targets -- -D warnings || status=$?
+exit "$status"

@@ -147,6 +147,14 @@ impl EdgeProcess {
             toml::Value::Integer(ftl_media_port.into()),
             false,
         );
+        let rtmp_port = ports::free_port();
+        set_path(
+            &mut root,
+            "rtmp",
+            "listen",
+            s(&format!("127.0.0.1:{rtmp_port}")),
+            false,
+        );
         let config = toml::to_string(&root).expect("serialize config");
 
         let log = new_log_path("edge");

@@ -131,6 +131,11 @@ impl Ingest {
         &self.name
     }
 
+    /// Tells the operator something about this publisher, in the stream's REST status.
+    pub fn notice(&self, text: &str) {
+        self.shared.streams.add_notice(&self.name, text);
+    }
+
     /// Whether a newer publisher took the stream over; the input should then disconnect.
     pub fn is_revoked(&self) -> bool {
         self.revoked.load(Ordering::Relaxed)

@@ -51,6 +51,44 @@ pub enum SessionKind {
 
 pub use ingest::Ingest;
 
+/// Entry points for the fuzz targets in `fuzz/`: the parsers fed by the network, without the
+/// sockets. Not part of the API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::{offer, parse_fragment as parse, setup};
+    use std::time::Instant;
+
+    /// Parses `sdp` as an offer and answers it as a publisher and as a viewer would be.
+    pub fn answer_offers(sdp: &str) {
+        let candidates = ["127.0.0.1:9".parse().expect("a literal socket address")];
+        let Ok(parsed) = offer::parse(sdp) else {
+            return;
+        };
+        if let Ok((_, tracks)) =
+            setup::publisher(&parsed, sdp.to_owned(), &[], &candidates, Instant::now())
+        {
+            let stream = crate::stream::StreamRef {
+                id: 1,
+                name: "fuzz".into(),
+                tracks: tracks.into_iter().map(|t| t.info).collect(),
+                publisher_shard: None,
+            };
+            let _ = setup::viewer(
+                &parsed,
+                sdp.to_owned(),
+                &stream,
+                &candidates,
+                Instant::now(),
+            );
+        }
+    }
+
+    /// Parses a trickle-ICE fragment.
+    pub fn parse_fragment(fragment: &str) {
+        let _ = parse(fragment);
+    }
+}
+
 /// What a PATCH did.
 #[derive(Debug, Clone)]
 pub enum PatchOutcome {

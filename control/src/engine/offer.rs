@@ -114,6 +114,13 @@ impl Offer {
             .filter(|(k, _)| *k == kind)
             .flat_map(|(_, formats)| formats.iter())
             .find(|f| track.accepts(&f.name, &f.fmtp))
+            .or_else(|| {
+                self.sections
+                    .iter()
+                    .filter(|(k, _)| *k == kind)
+                    .flat_map(|(_, formats)| formats.iter())
+                    .find(|f| track.accepts_any_profile(&f.name, &f.fmtp))
+            })
             .cloned()
     }
 }

@@ -102,6 +102,16 @@ impl CodecParams {
             _ => true,
         }
     }
+
+    /// Whether a viewer's H.264 format can carry this stream if profiles are ignored: the
+    /// decoder learns the real profile from the SPS in band, and Chromium offers no High
+    /// profile at all, so an RTMP stream from x264 (High) must still reach it.
+    pub fn accepts_any_profile(&self, name: &str, fmtp: &str) -> bool {
+        self.codec == Codec::H264
+            && Codec::from_name(name) == Some(Codec::H264)
+            && fmtp_value(fmtp, "packetization-mode").unwrap_or("0")
+                == fmtp_value(&self.fmtp, "packetization-mode").unwrap_or("0")
+    }
 }
 
 /// The value of `key` in an `a=fmtp` parameter list (`k=v;k=v`).

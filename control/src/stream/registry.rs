@@ -99,6 +99,8 @@ struct Entry {
     offline_since: Option<Instant>,
     epoch: u32,
     viewers: usize,
+    /// Things the operator should know about the current publisher (B-frames dropped …).
+    notices: Vec<String>,
 }
 
 /// All streams of the node.
@@ -163,6 +165,7 @@ impl Streams {
                     offline_since: None,
                     epoch: 0,
                     viewers: 0,
+                    notices: Vec::new(),
                 },
             );
         }
@@ -193,6 +196,7 @@ impl Streams {
             entry.epoch += 1;
         }
         entry.protocol = protocol;
+        entry.notices.clear();
         entry.tracks = tracks
             .into_iter()
             .map(|t| (t, Arc::new(TrackCounters::default()), 0, 0))
@@ -297,6 +301,18 @@ impl Streams {
             .and_then(|e| e.publisher.as_ref().and_then(|p| p.shard))
     }
 
+    /// Records something the operator should know about `name`'s current publisher; shown
+    /// in the stream's REST status. Repeats are kept once.
+    pub fn add_notice(&self, name: &str, notice: &str) {
+        let mut inner = self.lock();
+        if let Some(e) = inner.by_name.get_mut(name)
+            && !e.notices.iter().any(|n| n == notice)
+            && e.notices.len() < 16
+        {
+            e.notices.push(notice.to_owned());
+        }
+    }
+
     /// Counts a viewer in or out.
     pub fn add_viewers(&self, name: &str, delta: isize) {
         let mut inner = self.lock();
@@ -359,5 +375,6 @@ fn status_of(name: &str, e: &Entry, now: Instant) -> StreamStatus {
         viewers: e.viewers,
         uptime_secs: now.duration_since(e.started).as_secs(),
         publishes: e.epoch + 1,
+        notices: e.notices.clone(),
     }
 }

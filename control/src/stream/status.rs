@@ -21,6 +21,8 @@ pub struct StreamStatus {
     pub uptime_secs: u64,
     /// How many times a publisher (re)started this stream.
     pub publishes: u32,
+    /// What the operator should know about the publisher (e.g. B-frames dropped).
+    pub notices: Vec<String>,
 }
 
 /// One track of a stream.

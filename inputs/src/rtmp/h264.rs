@@ -6,6 +6,8 @@
 use super::error::MediaError;
 use bytes::Bytes;
 
+/// NAL unit type: coded slice of a non-IDR picture.
+pub const NAL_SLICE: u8 = 1;
 /// NAL unit type: coded slice of an IDR picture.
 pub const NAL_IDR: u8 = 5;
 /// NAL unit type: sequence parameter set.
@@ -94,6 +96,186 @@ impl<'a> BitReader<'a> {
     }
 }
 
+impl BitReader<'_> {
+    /// Signed Exp-Golomb.
+    pub(crate) fn se(&mut self) -> Option<i32> {
+        let k = self.ue()?;
+        let magnitude = k.div_ceil(2) as i32;
+        Some(if k % 2 == 1 { magnitude } else { -magnitude })
+    }
+}
+
+/// The SPS fields a slice header's layout depends on (ISO 14496-10 §7.3.2.1.1).
+#[derive(Debug, Clone, Copy)]
+struct SpsInfo {
+    separate_colour_plane: bool,
+    log2_max_frame_num: u32,
+    poc_type: u32,
+    log2_max_poc_lsb: u32,
+    delta_pic_order_always_zero: bool,
+    frame_mbs_only: bool,
+}
+
+impl SpsInfo {
+    fn parse(sps: &[u8]) -> Option<Self> {
+        let mut r = BitReader::new(sps.get(1..)?);
+        let profile = r.bits(8)?;
+        r.bits(16)?; // constraint flags, level
+        r.ue()?; // seq_parameter_set_id
+        let mut separate_colour_plane = false;
+        if matches!(
+            profile,
+            100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135
+        ) {
+            let chroma_format = r.ue()?;
+            if chroma_format == 3 {
+                separate_colour_plane = r.bit()? == 1;
+            }
+            r.ue()?; // bit_depth_luma_minus8
+            r.ue()?; // bit_depth_chroma_minus8
+            r.bit()?; // qpprime_y_zero_transform_bypass_flag
+            if r.bit()? == 1 {
+                let lists = if chroma_format == 3 { 12 } else { 8 };
+                for i in 0..lists {
+                    if r.bit()? == 1 {
+                        skip_scaling_list(&mut r, if i < 6 { 16 } else { 64 })?;
+                    }
+                }
+            }
+        }
+        let log2_max_frame_num = r.ue()? + 4;
+        let poc_type = r.ue()?;
+        let (mut log2_max_poc_lsb, mut delta_pic_order_always_zero) = (0, false);
+        match poc_type {
+            0 => log2_max_poc_lsb = r.ue()? + 4,
+            1 => {
+                delta_pic_order_always_zero = r.bit()? == 1;
+                r.se()?;
+                r.se()?;
+                let cycle = r.ue()?;
+                if cycle > 255 {
+                    return None;
+                }
+                for _ in 0..cycle {
+                    r.se()?;
+                }
+            }
+            _ => {}
+        }
+        r.ue()?; // max_num_ref_frames
+        r.bit()?; // gaps_in_frame_num_value_allowed_flag
+        r.ue()?; // pic_width_in_mbs_minus1
+        r.ue()?; // pic_height_in_map_units_minus1
+        let frame_mbs_only = r.bit()? == 1;
+        if log2_max_frame_num > 16 || log2_max_poc_lsb > 16 {
+            return None;
+        }
+        Some(Self {
+            separate_colour_plane,
+            log2_max_frame_num,
+            poc_type,
+            log2_max_poc_lsb,
+            delta_pic_order_always_zero,
+            frame_mbs_only,
+        })
+    }
+}
+
+/// The PPS fields a slice header's layout depends on (ISO 14496-10 §7.3.2.2).
+#[derive(Debug, Clone, Copy)]
+struct PpsInfo {
+    bottom_field_pic_order_in_frame_present: bool,
+    num_ref_idx_l0_default: u32,
+    redundant_pic_cnt_present: bool,
+}
+
+impl PpsInfo {
+    fn parse(pps: &[u8]) -> Option<Self> {
+        let mut r = BitReader::new(pps.get(1..)?);
+        r.ue()?; // pic_parameter_set_id
+        r.ue()?; // seq_parameter_set_id
+        r.bit()?; // entropy_coding_mode_flag
+        let bottom_field_pic_order_in_frame_present = r.bit()? == 1;
+        if r.ue()? != 0 {
+            // Slice groups (FMO): Baseline-only, never from RTMP encoders.
+            return None;
+        }
+        let num_ref_idx_l0_default = r.ue()? + 1;
+        r.ue()?; // num_ref_idx_l1_default_active_minus1
+        r.bit()?; // weighted_pred_flag
+        r.bits(2)?; // weighted_bipred_idc
+        r.se()?; // pic_init_qp_minus26
+        r.se()?; // pic_init_qs_minus26
+        r.se()?; // chroma_qp_index_offset
+        r.bit()?; // deblocking_filter_control_present_flag
+        r.bit()?; // constrained_intra_pred_flag
+        let redundant_pic_cnt_present = r.bit()? == 1;
+        Some(Self {
+            bottom_field_pic_order_in_frame_present,
+            num_ref_idx_l0_default,
+            redundant_pic_cnt_present,
+        })
+    }
+}
+
+/// Active list-0 references of a P slice (§7.3.3), `None` for other slices or on error.
+fn p_slice_refs(nal: &[u8], sps: &SpsInfo, pps: &PpsInfo) -> Option<u32> {
+    let idr = nal_type(nal) == NAL_IDR;
+    let mut r = BitReader::new(nal.get(1..)?);
+    r.ue()?; // first_mb_in_slice
+    if !matches!(r.ue()?, 0 | 5) {
+        return None;
+    }
+    r.ue()?; // pic_parameter_set_id
+    if sps.separate_colour_plane {
+        r.bits(2)?;
+    }
+    r.bits(sps.log2_max_frame_num)?;
+    let mut field_pic = false;
+    if !sps.frame_mbs_only {
+        field_pic = r.bit()? == 1;
+        if field_pic {
+            r.bit()?;
+        }
+    }
+    if idr {
+        r.ue()?;
+    }
+    if sps.poc_type == 0 {
+        r.bits(sps.log2_max_poc_lsb)?;
+        if pps.bottom_field_pic_order_in_frame_present && !field_pic {
+            r.se()?;
+        }
+    }
+    if sps.poc_type == 1 && !sps.delta_pic_order_always_zero {
+        r.se()?;
+        if pps.bottom_field_pic_order_in_frame_present && !field_pic {
+            r.se()?;
+        }
+    }
+    if pps.redundant_pic_cnt_present {
+        r.ue()?;
+    }
+    if r.bit()? == 1 {
+        Some(r.ue()? + 1)
+    } else {
+        Some(pps.num_ref_idx_l0_default)
+    }
+}
+
+fn skip_scaling_list(r: &mut BitReader<'_>, size: usize) -> Option<()> {
+    let (mut last, mut next) = (8i32, 8i32);
+    for _ in 0..size {
+        if next != 0 {
+            next = (last + r.se()? + 256) % 256;
+        }
+        if next != 0 {
+            last = next;
+        }
+    }
+    Some(())
+}
+
 /// Whether a slice NAL unit (type 1 or 5) is a B slice.
 pub fn is_b_slice(nal: &[u8]) -> bool {
     let Some(payload) = nal.get(1..) else {
@@ -178,6 +360,14 @@ impl AvcConfig {
         // `parse` guarantees a first SPS of at least 4 bytes.
         let s = &self.sps[0];
         format!("{:02x}{:02x}{:02x}", s[1], s[2], s[3])
+    }
+
+    /// How many reference pictures a P slice may use, from its header; `None` when the
+    /// parameter sets or the header cannot be read.
+    pub fn p_slice_refs(&self, nal: &[u8]) -> Option<u32> {
+        let sps = SpsInfo::parse(&self.sps[0])?;
+        let pps = PpsInfo::parse(self.pps.first()?)?;
+        p_slice_refs(nal, &sps, &pps)
     }
 
     /// The `a=fmtp` parameters viewers are offered.

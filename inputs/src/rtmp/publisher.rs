@@ -27,8 +27,8 @@ const OPUS_FMTP: &str = "minptime=10;useinbandfec=1;stereo=1;sprop-stereo=1";
 /// Something the operator should hear about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {
-    /// The stream has B-frames (reported once).
-    BFrames,
+    /// The stream has B-frames, and this is what happens to them.
+    BFrames(super::video::BFrames),
     /// A new AVC sequence header differs from the first (resolution or profile change).
     VideoConfigChanged,
     /// A track's sequence header arrived after the stream started; its media is dropped.
@@ -195,8 +195,8 @@ impl Publisher {
             }
         }
         let result = self.video.push(ts, tag)?;
-        if result.b_frames_detected {
-            self.notices.push(Notice::BFrames);
+        if let Some(policy) = result.b_frames {
+            self.notices.push(Notice::BFrames(policy));
         }
         if result.config_changed {
             self.notices.push(Notice::VideoConfigChanged);

@@ -9,6 +9,7 @@ use super::error::{MediaError, RtmpError};
 use super::handshake::RANDOM_LEN;
 use super::publisher::{Notice, Publisher};
 use super::session::{Event, Session, SessionConfig};
+use super::video::BFrames;
 use rand::RngCore;
 use rtc::rtp;
 use std::net::SocketAddr;
@@ -101,6 +102,8 @@ struct Connection {
     accepted_at: Option<Instant>,
     ingest: Option<Ingest>,
     packets: Vec<(TrackKind, rtp::Packet)>,
+    /// Notices for the stream's REST status, held until the stream exists.
+    notices: Vec<&'static str>,
 }
 
 impl Connection {
@@ -116,6 +119,7 @@ impl Connection {
             stream: None,
             accepted_at: None,
             ingest: None,
+            notices: Vec::new(),
             packets: Vec::new(),
         }
     }
@@ -197,7 +201,10 @@ impl Connection {
                 }
                 Event::Unpublish => {
                     info!(peer = %self.peer, stream = self.stream.as_deref().unwrap_or("-"), "RTMP unpublish");
-                    self.ingest = None;
+                    // The publisher said goodbye: the stream ends now, no reconnect grace.
+                    if let Some(ingest) = self.ingest.take() {
+                        ingest.end();
+                    }
                     self.publisher = None;
                     self.accepted_at = None;
                 }
@@ -241,10 +248,29 @@ impl Connection {
         };
         for notice in publisher.take_notices() {
             let stream = self.stream.as_deref().unwrap_or("-");
+            self.notices.push(match &notice {
+                Notice::BFrames(BFrames::Dropped) => {
+                    "publisher sends B-frames: dropped for browsers (lower frame rate); set bframes=0"
+                }
+                Notice::BFrames(BFrames::Forwarded) => {
+                    "publisher sends B-frames with multiple references: browsers stall; set bframes=0 or ref=1"
+                }
+                Notice::VideoConfigChanged => "publisher changed H.264 parameters mid-stream",
+                Notice::LateTrack(_) => "a track started after the stream; it is dropped",
+            });
             match notice {
-                Notice::BFrames => info!(
+                Notice::BFrames(BFrames::Dropped) => warn!(
                     peer = %self.peer, %stream,
-                    "RTMP publisher sends B-frames; forwarding them with decode-order RTP timestamps"
+                    "RTMP publisher sends B-frames, which browsers cannot decode over WebRTC: \
+                     dropping them, so viewers get the I/P frames only (a third of the frame \
+                     rate for bframes=2). Set the encoder to bframes=0 for full frame rate"
+                ),
+                Notice::BFrames(BFrames::Forwarded) => warn!(
+                    peer = %self.peer, %stream,
+                    "RTMP publisher sends B-frames that its P-frames predict from (several \
+                     reference frames), so they cannot be dropped: Chromium viewers will see \
+                     about one picture per keyframe interval. Set the encoder to bframes=0 \
+                     (or ref=1) for browsers"
                 ),
                 Notice::VideoConfigChanged => warn!(
                     peer = %self.peer, %stream,
@@ -294,6 +320,9 @@ impl Connection {
             self.packets.clear();
             return Ok(());
         };
+        for notice in self.notices.drain(..) {
+            ingest.notice(notice);
+        }
         for (kind, packet) in self.packets.drain(..) {
             if ingest.send(kind, packet).is_err() {
                 self.session

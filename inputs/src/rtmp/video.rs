@@ -1,10 +1,22 @@
 //! The video track of an RTMP publisher: FLV H.264 frames to RTP packets with parameter sets
-//! before every keyframe, the marker on each frame's last packet, and 90 kHz timestamps.
+//! before every keyframe, the marker on each frame's last packet, and 90 kHz timestamps from
+//! the presentation time (decode time + composition offset).
 //!
-//! Timestamps follow the decode time (the RTMP message timestamp), not the presentation time.
-//! With B-frames, presentation times run backwards in decode order, and libwebrtc's frame
-//! buffer then discards most frames (FIELD-NOTES: 4 of 300 decoded). With decode times the
-//! frames reach the decoder in order, and H.264 itself carries the display order.
+//! B-frames are dropped where that is safe. Browsers decode WebRTC H.264 without reordering: libwebrtc's decoder
+//! wrapper expects one picture out for every frame in, and in Chromium 156 (measured) the
+//! first B-frame after each keyframe makes the decoder return no picture (`avcodec_receive_frame`
+//! EAGAIN), after which the receiver discards everything until the next keyframe. With RTP
+//! timestamps from the decode time that was about 1 frame/s of a 30 frame/s stream; with
+//! presentation times the same; without the B-frames every remaining frame decodes, at the
+//! I/P rate (a third of the frame rate for `bframes=2`). Also measured and rejected: dropping
+//! only non-reference B-frames (1.2 frames/s: the reference B-frames still arrive out of
+//! order) and removing the SPS's reorder hint (1 frame/s: Chromium's decoder does not wait
+//! for reordering however the SPS asks). Dropping is safe only while P-frames cannot predict
+//! from a dropped B-frame: non-reference B-frames always go, reference B-frames (x264's
+//! b-pyramid) only while every P slice uses a single reference (x264's fast presets, OBS's
+//! default; with ffmpeg's default preset `medium`, dropping them was measured to corrupt the
+//! P-frames). Otherwise B-frames are forwarded. Full frame rate in browsers needs the encoder
+//! to send no B-frames (OBS: x264 option `bframes=0`), which the operator is told.
 //!
 //! Owns no socket and no clock.
 
@@ -25,10 +37,20 @@ const CLOCK_KHZ: u64 = 90;
 pub struct VideoOutput {
     /// RTP packets of the frame, in order.
     pub packets: Vec<rtp::Packet>,
-    /// The first frame with a non-zero composition offset: the stream has B-frames.
-    pub b_frames_detected: bool,
+    /// How B-frames are handled, when that was decided or changed by this message.
+    pub b_frames: Option<BFrames>,
     /// A sequence header replaced an earlier, different one (resolution or profile change).
     pub config_changed: bool,
+}
+
+/// What happens to a publisher's B-frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BFrames {
+    /// Dropped: viewers get the I/P frames, every one decodable.
+    Dropped,
+    /// Forwarded, because P-frames may predict from them (the encoder uses several
+    /// references): correct pictures for decoders that reorder, a stalled picture in Chromium.
+    Forwarded,
 }
 
 /// One publisher's H.264 track.
@@ -37,7 +59,13 @@ pub struct VideoTrack {
     ssrc: u32,
     sequence: u16,
     config: Option<AvcConfig>,
-    b_frames: bool,
+    dropped_b_frames: u64,
+    /// A B-frame used as a reference has been dropped.
+    dropped_b_refs: bool,
+    /// A P slice with more than one active reference has been seen.
+    multi_ref_p: bool,
+    /// B-frames are forwarded from now on.
+    forward_b: bool,
     nals: Vec<Bytes>,
     payloads: Vec<Bytes>,
 }
@@ -49,7 +77,10 @@ impl VideoTrack {
             ssrc,
             sequence: first_sequence,
             config: None,
-            b_frames: false,
+            dropped_b_frames: 0,
+            dropped_b_refs: false,
+            multi_ref_p: false,
+            forward_b: false,
             nals: Vec::new(),
             payloads: Vec::new(),
         }
@@ -60,9 +91,9 @@ impl VideoTrack {
         self.config.as_ref()
     }
 
-    /// Whether B-frames have been seen.
-    pub fn has_b_frames(&self) -> bool {
-        self.b_frames
+    /// B-frames dropped so far.
+    pub fn dropped_b_frames(&self) -> u64 {
+        self.dropped_b_frames
     }
 
     /// Handles one parsed video message with RTMP timestamp `dts_ms`.
@@ -80,11 +111,14 @@ impl VideoTrack {
                 cts,
                 data,
             } => {
-                if cts != 0 && !self.b_frames {
-                    self.b_frames = true;
-                    out.b_frames_detected = true;
-                }
-                self.frame(dts_ms, cts, keyframe, &data, &mut out.packets)?;
+                self.frame(
+                    dts_ms,
+                    cts,
+                    keyframe,
+                    &data,
+                    &mut out.packets,
+                    &mut out.b_frames,
+                )?;
             }
         }
         Ok(out)
@@ -97,6 +131,7 @@ impl VideoTrack {
         flv_keyframe: bool,
         data: &Bytes,
         packets: &mut Vec<rtp::Packet>,
+        policy: &mut Option<BFrames>,
     ) -> Result<(), MediaError> {
         let config = self
             .config
@@ -114,24 +149,37 @@ impl VideoTrack {
                 _ => {}
             }
         }
-        // EXPERIMENT (temporary): strategies for B-frames, chosen by WG_RTMP_BMODE.
-        let mode = std::env::var("WG_RTMP_BMODE").unwrap_or_default();
-        let is_b = self
+        if let Some(slice) = self
             .nals
             .iter()
-            .any(|n| matches!(h264::nal_type(n), 1) && h264::is_b_slice(n));
-        let nonref = self
-            .nals
-            .iter()
-            .any(|n| matches!(h264::nal_type(n), 1) && n[0] & 0x60 == 0);
-        if (mode == "dropb" && is_b) || (mode == "dropnonref" && nonref) {
-            return Ok(());
+            .find(|n| h264::nal_type(n) == h264::NAL_SLICE)
+        {
+            if h264::is_b_slice(slice) {
+                let reference = slice[0] & 0x60 != 0;
+                if !self.forward_b && reference && self.multi_ref_p {
+                    // A P-frame may predict from this B-frame: dropping it would corrupt
+                    // the picture until the next keyframe.
+                    self.forward_b = true;
+                    *policy = Some(BFrames::Forwarded);
+                }
+                if !self.forward_b {
+                    self.dropped_b_refs |= reference;
+                    self.dropped_b_frames += 1;
+                    if self.dropped_b_frames == 1 {
+                        *policy = Some(BFrames::Dropped);
+                    }
+                    return Ok(());
+                }
+            } else if !self.multi_ref_p && config.p_slice_refs(slice).is_some_and(|n| n > 1) {
+                self.multi_ref_p = true;
+                if self.dropped_b_refs && !self.forward_b {
+                    self.forward_b = true;
+                    *policy = Some(BFrames::Forwarded);
+                }
+            }
         }
-        let dts_ms = if mode == "pts" {
-            dts_ms.wrapping_add(cts as u32)
-        } else {
-            dts_ms
-        };
+        // Presentation time: decode time plus composition offset.
+        let pts_ms = dts_ms.wrapping_add(cts as u32);
         self.payloads.clear();
         if idr || flv_keyframe {
             let sets: Vec<&Bytes> = config.sps.iter().chain(&config.pps).collect();
@@ -144,7 +192,7 @@ impl VideoTrack {
             }
         }
         // Milliseconds to the 90 kHz clock; RTP timestamps wrap at 32 bits by definition.
-        let timestamp = (u64::from(dts_ms) * CLOCK_KHZ) as u32;
+        let timestamp = (u64::from(pts_ms) * CLOCK_KHZ) as u32;
         let last = self.payloads.len().saturating_sub(1);
         for (i, payload) in self.payloads.drain(..).enumerate() {
             packets.push(rtp::Packet {
@@ -240,39 +288,182 @@ mod tests {
         assert_eq!(out.packets.len(), 1);
         assert!(out.packets[0].header.marker);
         assert_eq!(out.packets[0].header.timestamp, 1033 * 90);
-        assert!(!out.b_frames_detected);
+        assert_eq!(out.b_frames, None);
     }
 
+    /// Slice NAL units whose headers say I (IDR), P and B.
+    const IDR: &[u8] = &[0x65, 0x88, 0x80];
+    const P: &[u8] = &[0x41, 0xc0];
+    const B_REF: &[u8] = &[0x21, 0xa0];
+    const B: &[u8] = &[0x01, 0xa0];
+
     #[test]
-    fn b_frames_are_reported_once_and_timestamps_follow_decode_order() {
+    fn b_frames_are_dropped_reported_once_and_timestamps_are_presentation_times() {
         let mut t = VideoTrack::new(1, 0);
         t.push(0, VideoTag::SequenceHeader(avcc())).unwrap();
-        let mut reports = 0;
-        let mut last_ts = None;
-        // I P B B with x264's offsets: pts = dts + cts.
-        for (dts, cts, nal) in [
-            (0, 67, 0x65u8),
-            (33, 100, 0x41),
-            (67, 33, 0x01),
-            (100, 0, 0x01),
-        ] {
+        let mut reports = Vec::new();
+        let mut sent = Vec::new();
+        // x264 with two B-frames, decode order I P B B P B B; pts = dts + cts.
+        let frames = [
+            (0, 66, IDR),
+            (33, 100, P),
+            (66, 0, B_REF),
+            (100, 0, B),
+            (133, 100, P),
+            (166, 0, B_REF),
+            (200, 0, B),
+        ];
+        for (dts, cts, nal) in frames {
             let out = t
                 .push(
                     dts,
                     VideoTag::Frame {
-                        keyframe: nal == 0x65,
+                        keyframe: nal == IDR,
                         cts,
-                        data: frame(&[&[nal, 1]]),
+                        data: frame(&[nal]),
                     },
                 )
                 .unwrap();
-            reports += usize::from(out.b_frames_detected);
-            let ts = out.packets.last().unwrap().header.timestamp;
-            assert!(last_ts.is_none_or(|l| ts > l), "monotonic RTP timestamps");
-            last_ts = Some(ts);
+            reports.extend(out.b_frames);
+            if let Some(last) = out.packets.last() {
+                sent.push(last.header.timestamp);
+            }
         }
-        assert_eq!(reports, 1);
-        assert!(t.has_b_frames());
+        assert_eq!(reports, vec![BFrames::Dropped]);
+        assert_eq!(t.dropped_b_frames(), 4);
+        assert_eq!(sent, vec![66 * 90, 133 * 90, 233 * 90]);
+    }
+
+    /// x264's SPS for 640x480 High, and its PPS with the `veryfast` preset (ref=1) and with
+    /// ffmpeg's default `medium` (ref=3); the start of a P slice of each (after the first, which x264 limits to one reference).
+    const X264_SPS: &str = "6764001eacd940a03db0110000030001000003003c0f162d96";
+    const VERYFAST_PPS: &str = "68ef8fcb";
+    const VERYFAST_P: &str = "419a22188affbdba117fa050";
+    const MEDIUM_PPS: &str = "68ebe3cb22c0";
+    const MEDIUM_P: &str = "419a433c219329857fe996a4";
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len() / 2)
+            .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap_or(0))
+            .collect()
+    }
+
+    fn x264_avcc(pps: &str) -> Bytes {
+        let (sps, pps) = (hex(X264_SPS), hex(pps));
+        let mut v = vec![1, sps[1], sps[2], sps[3], 0xff, 0xe1];
+        v.extend_from_slice(&(sps.len() as u16).to_be_bytes());
+        v.extend_from_slice(&sps);
+        v.push(1);
+        v.extend_from_slice(&(pps.len() as u16).to_be_bytes());
+        v.extend_from_slice(&pps);
+        Bytes::from(v)
+    }
+
+    #[test]
+    fn p_slice_references_are_read_from_real_x264_headers() {
+        let veryfast = AvcConfig::parse(&x264_avcc(VERYFAST_PPS)).unwrap();
+        assert_eq!(veryfast.p_slice_refs(&hex(VERYFAST_P)), Some(1));
+        let medium = AvcConfig::parse(&x264_avcc(MEDIUM_PPS)).unwrap();
+        assert!(medium.p_slice_refs(&hex(MEDIUM_P)).is_some_and(|n| n > 1));
+        assert_eq!(medium.p_slice_refs(&hex("6588")), None, "not a P slice");
+    }
+
+    #[test]
+    fn b_frames_are_forwarded_when_p_frames_use_several_references() {
+        let mut t = VideoTrack::new(1, 0);
+        t.push(0, VideoTag::SequenceHeader(x264_avcc(MEDIUM_PPS)))
+            .unwrap();
+        t.push(
+            0,
+            VideoTag::Frame {
+                keyframe: true,
+                cts: 0,
+                data: frame(&[IDR]),
+            },
+        )
+        .unwrap();
+        t.push(
+            33,
+            VideoTag::Frame {
+                keyframe: false,
+                cts: 0,
+                data: frame(&[&hex(MEDIUM_P)]),
+            },
+        )
+        .unwrap();
+        // A non-reference B-frame is still dropped; a reference one switches to forwarding.
+        let out = t
+            .push(
+                66,
+                VideoTag::Frame {
+                    keyframe: false,
+                    cts: 0,
+                    data: frame(&[B]),
+                },
+            )
+            .unwrap();
+        assert!(out.packets.is_empty());
+        assert_eq!(out.b_frames, Some(BFrames::Dropped));
+        let out = t
+            .push(
+                100,
+                VideoTag::Frame {
+                    keyframe: false,
+                    cts: 0,
+                    data: frame(&[B_REF]),
+                },
+            )
+            .unwrap();
+        assert_eq!(out.b_frames, Some(BFrames::Forwarded));
+        assert_eq!(out.packets.len(), 1);
+        let out = t
+            .push(
+                133,
+                VideoTag::Frame {
+                    keyframe: false,
+                    cts: 0,
+                    data: frame(&[B]),
+                },
+            )
+            .unwrap();
+        assert_eq!(out.packets.len(), 1);
+    }
+
+    #[test]
+    fn reference_b_frames_are_dropped_behind_single_reference_p_frames() {
+        let mut t = VideoTrack::new(1, 0);
+        t.push(0, VideoTag::SequenceHeader(x264_avcc(VERYFAST_PPS)))
+            .unwrap();
+        t.push(
+            33,
+            VideoTag::Frame {
+                keyframe: false,
+                cts: 0,
+                data: frame(&[&hex(VERYFAST_P)]),
+            },
+        )
+        .unwrap();
+        let out = t
+            .push(
+                66,
+                VideoTag::Frame {
+                    keyframe: false,
+                    cts: 0,
+                    data: frame(&[B_REF]),
+                },
+            )
+            .unwrap();
+        assert!(out.packets.is_empty());
+        assert_eq!(out.b_frames, Some(BFrames::Dropped));
+    }
+
+    #[test]
+    fn slice_types_are_read_from_the_header() {
+        assert!(!h264::is_b_slice(IDR));
+        assert!(!h264::is_b_slice(P));
+        assert!(h264::is_b_slice(B));
+        assert!(h264::is_b_slice(B_REF));
+        assert!(!h264::is_b_slice(&[0x01]));
     }
 
     #[test]
