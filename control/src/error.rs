@@ -12,6 +12,12 @@ pub enum Error {
     /// The key is not valid for this stream.
     #[error("invalid stream key")]
     InvalidKey,
+    /// The stream service refused this publisher (webhook `allow: false`).
+    #[error("refused: {0}")]
+    Refused(String),
+    /// The stream service could not be asked (down, slow, garbage); nothing is published.
+    #[error("{0}; try again later")]
+    ServiceFailed(&'static str),
     /// The offer is not an SDP we can read.
     #[error("malformed SDP offer: {0}")]
     MalformedSdp(String),
@@ -59,6 +65,8 @@ impl Error {
     pub fn http_status(&self) -> u16 {
         match self {
             Error::MissingKey | Error::InvalidKey => 401,
+            Error::Refused(_) => 403,
+            Error::ServiceFailed(_) => 503,
             Error::MalformedSdp(_) | Error::MalformedFragment(_) | Error::InvalidStreamName(_) => {
                 400
             }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use tracing::{info, warn};
 use waveguide_control::Engine;
 use waveguide_control::http::SignalingState;
-use waveguide_control::service::Service;
+use waveguide_control::service::{Service, ServiceKind};
 use waveguide_control::stream::Streams;
 
 const CONFIG_HELP: &str = "\
@@ -24,7 +24,8 @@ Config file keys (TOML; env WAVEGUIDE_<SECTION>_<KEY> overrides each; see deploy
   [webrtc]   udp_port (8189; shard i uses udp_port+i), shards (0 = one per core),
              public_ip (NAT 1:1 address advertised), bind_ips ([] = every interface address),
              ice_servers (STUN/TURN URLs sent in Link headers)
-  [service]  kind (\"open\" | \"static\"), [[service.streams]] name, key | key_sha256, ftl_channel
+  [service]  kind (\"open\" | \"static\" | \"webhook\"), [[service.streams]] name, key | key_sha256,
+             ftl_channel; webhook: url, timeout_ms (2000), cache_ttl_secs (30)
   [viewers]  reconnect_grace_secs (15), queue_packets (4096)
   [ftl]      enabled (true), listen (0.0.0.0:8084), media_port (8085)
   [rtmp]     enabled (true), listen (0.0.0.0:1935); publish to rtmp://HOST:1935/live/<stream key>
@@ -130,10 +131,13 @@ async fn run(config: EdgeConfig) -> anyhow::Result<()> {
         tokio::spawn(waveguide_inputs::rtmp::serve(rtmp, Arc::clone(&engine)));
     }
     announce(&config, &engine, listener.local_addr()?);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("HTTP server")?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .context("HTTP server")?;
     info!("stopped");
     Ok(())
 }
@@ -175,15 +179,18 @@ fn announce(config: &EdgeConfig, engine: &Engine, bound: SocketAddr) {
         config.webrtc.udp_port,
         config.webrtc.udp_port as usize + engine_shards(config) - 1
     );
-    if engine.service().is_open() {
-        warn!(
-            "AUTH IS OPEN: anyone who reaches this node can publish any stream. Set [service] kind = \"static\" for keys."
-        );
-    } else {
-        info!(
+    match engine.service().kind() {
+        ServiceKind::Open => warn!(
+            "AUTH IS OPEN: anyone who reaches this node can publish any stream. Set [service] kind = \"static\" or \"webhook\" for keys."
+        ),
+        ServiceKind::Static => info!(
             "auth: static keys for {} stream(s)",
             engine.service().streams().len()
-        );
+        ),
+        ServiceKind::Webhook => info!(
+            "auth: webhook {}",
+            config.service.url.as_deref().unwrap_or("?")
+        ),
     }
 }
 

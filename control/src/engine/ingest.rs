@@ -72,13 +72,13 @@ pub struct Ingest {
 impl Engine {
     /// Authorizes a non-WebRTC publisher and takes its stream (or `409` while another
     /// publisher is live). `tracks` are what it will send.
-    pub fn start_ingest(
+    pub async fn start_ingest(
         &self,
         request: PublishRequest<'_>,
         protocol: IngestProtocol,
         tracks: Vec<TrackInfo>,
     ) -> Result<Ingest> {
-        let name = self.service().authorize_publish(request)?;
+        let name = self.service().authorize_publish(protocol, request).await?;
         if !is_valid_name(&name) {
             return Err(Error::InvalidStreamName(name));
         }

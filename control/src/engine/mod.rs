@@ -270,13 +270,13 @@ impl Engine {
 
     /// Answers a publisher's offer: authorizes it, takes the stream (or returns 409), starts
     /// the session on a shard.
-    pub fn publish(
+    pub async fn publish(
         &self,
         request: PublishRequest<'_>,
         offer_sdp: String,
         protocol: IngestProtocol,
     ) -> Result<SessionAnswer> {
-        let stream = self.service.authorize_publish(request)?;
+        let stream = self.service.authorize_publish(protocol, request).await?;
         if !is_valid_name(&stream) {
             return Err(Error::InvalidStreamName(stream));
         }

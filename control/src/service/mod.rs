@@ -4,13 +4,18 @@
 //! Keys are secrets: they are never logged and never leave this module.
 
 mod static_keys;
+mod webhook;
 
 use crate::error::{Error, Result};
+use crate::stream::IngestProtocol;
 use serde::Deserialize;
 pub use static_keys::StreamKeyEntry;
+use std::net::SocketAddr;
+use std::time::Duration;
+use webhook::{Webhook, WebhookRequest, addr_text};
 
 /// `[service]` in the config file.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceConfig {
     /// Which Service answers.
@@ -19,6 +24,35 @@ pub struct ServiceConfig {
     /// Streams and their keys, for `static`.
     #[serde(default)]
     pub streams: Vec<StreamKeyEntry>,
+    /// The webhook URL, for `webhook`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// How long the webhook may take before the publisher is refused.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// How long a webhook answer is reused for the same publisher.
+    #[serde(default = "default_cache_ttl_secs")]
+    pub cache_ttl_secs: u64,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            kind: ServiceKind::Open,
+            streams: Vec::new(),
+            url: None,
+            timeout_ms: default_timeout_ms(),
+            cache_ttl_secs: default_cache_ttl_secs(),
+        }
+    }
+}
+
+fn default_timeout_ms() -> u64 {
+    2000
+}
+
+fn default_cache_ttl_secs() -> u64 {
+    30
 }
 
 /// The kinds of Service.
@@ -30,21 +64,26 @@ pub enum ServiceKind {
     Open,
     /// Keys listed in the config file.
     Static,
+    /// An HTTP endpoint of the platform decides.
+    Webhook,
 }
 
 /// What a publisher presents.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct PublishRequest<'a> {
     /// The stream named in the URL, when the URL names one.
     pub stream: Option<&'a str>,
     /// The stream key (bearer token), when one was sent.
     pub key: Option<&'a str>,
+    /// Where the publisher connects from (told to the webhook).
+    pub remote_addr: Option<SocketAddr>,
 }
 
 /// Decides who may publish.
 #[derive(Debug, Clone)]
 pub struct Service {
     config: ServiceConfig,
+    webhook: Option<Webhook>,
 }
 
 impl Service {
@@ -56,7 +95,23 @@ impl Service {
         if config.kind == ServiceKind::Static && config.streams.is_empty() {
             return Err("service.kind = \"static\" needs at least one [[service.streams]]".into());
         }
-        Ok(Self { config })
+        let webhook = match (config.kind, &config.url) {
+            (ServiceKind::Webhook, Some(url)) => Some(Webhook::new(
+                url,
+                Duration::from_millis(config.timeout_ms.max(1)),
+                Duration::from_secs(config.cache_ttl_secs),
+            )?),
+            (ServiceKind::Webhook, None) => {
+                return Err("service.kind = \"webhook\" needs service.url".into());
+            }
+            _ => None,
+        };
+        Ok(Self { config, webhook })
+    }
+
+    /// Which kind of Service answers.
+    pub fn kind(&self) -> ServiceKind {
+        self.config.kind
     }
 
     /// Whether anyone may publish.
@@ -70,17 +125,49 @@ impl Service {
     }
 
     /// The stream and key of an FTL channel: FTL proves the key with an HMAC over a challenge,
-    /// so the key itself is needed (a `key_sha256` entry cannot publish over FTL).
-    pub fn ftl_channel(&self, channel: u32) -> Option<(String, String)> {
-        self.config
-            .streams
-            .iter()
-            .find(|e| e.ftl_channel == Some(channel))
-            .and_then(|e| e.clear_key().map(|k| (e.name.clone(), k.to_owned())))
+    /// so the key itself is needed (a `key_sha256` entry cannot publish over FTL). `Ok(None)`
+    /// in open mode: any client may publish, named by its channel.
+    pub async fn ftl_channel(
+        &self,
+        channel: u32,
+        remote_addr: Option<SocketAddr>,
+    ) -> Result<Option<(String, String)>> {
+        match self.config.kind {
+            ServiceKind::Open => Ok(None),
+            ServiceKind::Static => self
+                .config
+                .streams
+                .iter()
+                .find(|e| e.ftl_channel == Some(channel))
+                .and_then(|e| e.clear_key().map(|k| Some((e.name.clone(), k.to_owned()))))
+                .ok_or(Error::InvalidKey),
+            ServiceKind::Webhook => {
+                let webhook = self
+                    .webhook
+                    .as_ref()
+                    .ok_or(Error::ServiceFailed("no webhook"))?;
+                let request = WebhookRequest {
+                    protocol: IngestProtocol::Ftl.as_str(),
+                    stream: None,
+                    key: None,
+                    ftl_channel: Some(channel),
+                    remote_addr: addr_text(remote_addr),
+                };
+                let (stream, key) = webhook.ask(request).await?;
+                let key = key.ok_or(Error::ServiceFailed(
+                    "the webhook allowed an FTL channel but returned no key",
+                ))?;
+                Ok(Some((stream, key)))
+            }
+        }
     }
 
     /// The public name of the stream this publisher may publish, or why not.
-    pub fn authorize_publish(&self, request: PublishRequest<'_>) -> Result<String> {
+    pub async fn authorize_publish(
+        &self,
+        protocol: IngestProtocol,
+        request: PublishRequest<'_>,
+    ) -> Result<String> {
         let key = request.key.filter(|k| !k.is_empty());
         match self.config.kind {
             ServiceKind::Open => match (request.stream, key) {
@@ -100,6 +187,21 @@ impl Service {
                     Some(stream) if stream != entry.name => Err(Error::InvalidKey),
                     _ => Ok(entry.name.clone()),
                 }
+            }
+            ServiceKind::Webhook => {
+                let key = key.ok_or(Error::MissingKey)?;
+                let webhook = self
+                    .webhook
+                    .as_ref()
+                    .ok_or(Error::ServiceFailed("no webhook"))?;
+                let request = WebhookRequest {
+                    protocol: protocol.as_str(),
+                    stream: request.stream.map(str::to_owned),
+                    key: Some(key.to_owned()),
+                    ftl_channel: None,
+                    remote_addr: addr_text(request.remote_addr),
+                };
+                webhook.ask(request).await.map(|(stream, _)| stream)
             }
         }
     }

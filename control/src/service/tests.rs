@@ -1,5 +1,13 @@
 use super::*;
 
+fn auth(service: &Service, request: PublishRequest<'_>) -> Result<String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime builds")
+        .block_on(service.authorize_publish(IngestProtocol::Whip, request))
+}
+
 fn static_service() -> Service {
     let hashed = StreamKeyEntry {
         name: "hashed".into(),
@@ -12,6 +20,7 @@ fn static_service() -> Service {
     Service::new(ServiceConfig {
         kind: ServiceKind::Static,
         streams: vec![StreamKeyEntry::with_key("demo", "demo-key"), hashed],
+        ..ServiceConfig::default()
     })
     .expect("valid config")
 }
@@ -20,46 +29,46 @@ fn static_service() -> Service {
 fn static_key_resolves_stream() {
     let s = static_service();
     let req = PublishRequest {
+        remote_addr: None,
         stream: None,
         key: Some("demo-key"),
     };
-    assert_eq!(s.authorize_publish(req).unwrap(), "demo");
+    assert_eq!(auth(&s, req).unwrap(), "demo");
     let req = PublishRequest {
+        remote_addr: None,
         stream: Some("demo"),
         key: Some("demo-key"),
     };
-    assert_eq!(s.authorize_publish(req).unwrap(), "demo");
+    assert_eq!(auth(&s, req).unwrap(), "demo");
     let req = PublishRequest {
+        remote_addr: None,
         stream: None,
         key: Some("secret2"),
     };
-    assert_eq!(s.authorize_publish(req).unwrap(), "hashed");
+    assert_eq!(auth(&s, req).unwrap(), "hashed");
 }
 
 #[test]
 fn static_rejects_wrong_or_missing_key() {
     let s = static_service();
     let wrong = PublishRequest {
+        remote_addr: None,
         stream: None,
         key: Some("nope"),
     };
-    assert!(matches!(s.authorize_publish(wrong), Err(Error::InvalidKey)));
+    assert!(matches!(auth(&s, wrong), Err(Error::InvalidKey)));
     let other_stream = PublishRequest {
+        remote_addr: None,
         stream: Some("hashed"),
         key: Some("demo-key"),
     };
-    assert!(matches!(
-        s.authorize_publish(other_stream),
-        Err(Error::InvalidKey)
-    ));
+    assert!(matches!(auth(&s, other_stream), Err(Error::InvalidKey)));
     let missing = PublishRequest {
+        remote_addr: None,
         stream: Some("demo"),
         key: None,
     };
-    assert!(matches!(
-        s.authorize_publish(missing),
-        Err(Error::MissingKey)
-    ));
+    assert!(matches!(auth(&s, missing), Err(Error::MissingKey)));
 }
 
 #[test]
@@ -67,15 +76,17 @@ fn open_names_stream_by_url_or_key() {
     let s = Service::new(ServiceConfig::default()).unwrap();
     assert!(s.is_open());
     let by_url = PublishRequest {
+        remote_addr: None,
         stream: Some("a"),
         key: None,
     };
-    assert_eq!(s.authorize_publish(by_url).unwrap(), "a");
+    assert_eq!(auth(&s, by_url).unwrap(), "a");
     let by_key = PublishRequest {
+        remote_addr: None,
         stream: None,
         key: Some("b"),
     };
-    assert_eq!(s.authorize_publish(by_key).unwrap(), "b");
+    assert_eq!(auth(&s, by_key).unwrap(), "b");
 }
 
 #[test]

@@ -241,6 +241,7 @@ async fn control_connection(
     engine: Arc<Engine>,
     media: mpsc::UnboundedSender<MediaCommand>,
 ) -> Result<&'static str, ConnectionError> {
+    let remote = stream.peer_addr()?;
     let challenge: Vec<u8> = (0..128).map(|_| rand::random::<u8>()).collect();
     let mut channel = ControlChannel::new(challenge);
     let mut credentials: Option<(String, Option<String>)> = None;
@@ -262,17 +263,15 @@ async fn control_connection(
         for event in events {
             match event {
                 ControlEvent::Connect { channel: ch, hmac } => {
-                    match authorize(&engine, ch, channel.challenge(), &hmac) {
-                        Some(c) => {
+                    match authorize(&engine, ch, channel.challenge(), &hmac, remote).await {
+                        Ok(c) => {
                             channel.accept();
                             credentials = Some(c);
                         }
-                        None => {
+                        Err(reason) => {
                             channel.reject();
                             stream.write_all(&channel.take_replies()).await?;
-                            return Err(ConnectionError::Refused(format!(
-                                "bad key for channel {ch}"
-                            )));
+                            return Err(ConnectionError::Refused(reason));
                         }
                     }
                 }
@@ -289,9 +288,11 @@ async fn control_connection(
                     let request = PublishRequest {
                         stream: Some(&name),
                         key: key.as_deref(),
+                        remote_addr: Some(remote),
                     };
                     let ingest = engine
                         .start_ingest(request, IngestProtocol::Ftl, tracks)
+                        .await
                         .map_err(|e| ConnectionError::Refused(e.to_string()))?;
                     info!(stream = %ingest.stream(), "FTL stream live");
                     if let Some(ended) = ended_tx.take() {
@@ -319,23 +320,30 @@ async fn control_connection(
     }
 }
 
-/// The stream name and key for `channel`, if the client's HMAC proves the key.
-fn authorize(
+/// The stream name and key for `channel`, if the client's HMAC proves the key; `Err` with
+/// the reason otherwise.
+async fn authorize(
     engine: &Engine,
     channel: u32,
     challenge: &[u8],
     hmac: &[u8],
-) -> Option<(String, Option<String>)> {
-    let service = engine.service();
-    if service.is_open() {
-        return Some((channel.to_string(), None));
-    }
-    let (name, key) = service.ftl_channel(channel)?;
-    let mut mac = Hmac::<Sha512>::new_from_slice(key.as_bytes()).ok()?;
+    remote: SocketAddr,
+) -> Result<(String, Option<String>), String> {
+    let found = engine
+        .service()
+        .ftl_channel(channel, Some(remote))
+        .await
+        .map_err(|e| e.to_string())?;
+    let Some((name, key)) = found else {
+        // Open Service: any client publishes, named by its channel.
+        return Ok((channel.to_string(), None));
+    };
+    let mut mac = Hmac::<Sha512>::new_from_slice(key.as_bytes()).map_err(|e| e.to_string())?;
     mac.update(challenge);
     // `verify_slice` compares in constant time.
-    mac.verify_slice(hmac).ok()?;
-    Some((name, Some(key)))
+    mac.verify_slice(hmac)
+        .map_err(|_| format!("bad key for channel {channel}"))?;
+    Ok((name, Some(key)))
 }
 
 fn declared_tracks(channel: &ControlChannel) -> (Declared, Vec<TrackInfo>) {

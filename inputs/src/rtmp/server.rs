@@ -140,7 +140,7 @@ impl Connection {
                 return Ok(());
             }
             let received = self.session.receive(&buf[..n]);
-            let handled = self.handle_events();
+            let handled = self.handle_events().await;
             // Flush first: a refusal or farewell goes out before the connection closes.
             self.flush(&mut socket).await?;
             received?;
@@ -167,11 +167,11 @@ impl Connection {
         Ok(())
     }
 
-    fn handle_events(&mut self) -> Result<(), ConnectionError> {
+    async fn handle_events(&mut self) -> Result<(), ConnectionError> {
         while let Some(event) = self.session.poll_event() {
             match event {
                 Event::Connected => debug!(peer = %self.peer, "RTMP connect"),
-                Event::Publish { key } => self.on_publish(key)?,
+                Event::Publish { key } => self.on_publish(key).await?,
                 Event::Metadata(meta) => {
                     info!(
                         peer = %self.peer,
@@ -191,13 +191,13 @@ impl Connection {
                     if let Some(p) = &mut self.publisher {
                         p.on_video(timestamp, payload, &mut self.packets)?;
                     }
-                    self.after_media()?;
+                    self.after_media().await?;
                 }
                 Event::Audio { timestamp, payload } => {
                     if let Some(p) = &mut self.publisher {
                         p.on_audio(timestamp, payload, &mut self.packets)?;
                     }
-                    self.after_media()?;
+                    self.after_media().await?;
                 }
                 Event::Unpublish => {
                     info!(peer = %self.peer, stream = self.stream.as_deref().unwrap_or("-"), "RTMP unpublish");
@@ -213,12 +213,18 @@ impl Connection {
         Ok(())
     }
 
-    fn on_publish(&mut self, key: String) -> Result<(), ConnectionError> {
+    async fn on_publish(&mut self, key: String) -> Result<(), ConnectionError> {
         let request = PublishRequest {
             stream: None,
             key: Some(&key),
+            remote_addr: Some(self.peer),
         };
-        match self.engine.service().authorize_publish(request) {
+        let authorized = self
+            .engine
+            .service()
+            .authorize_publish(IngestProtocol::Rtmp, request)
+            .await;
+        match authorized {
             Ok(stream) => {
                 info!(peer = %self.peer, %stream, "RTMP publish accepted");
                 self.session.accept_publish();
@@ -242,7 +248,7 @@ impl Connection {
     }
 
     /// Starts the stream once the tracks are known, then sends what the media produced.
-    fn after_media(&mut self) -> Result<(), ConnectionError> {
+    async fn after_media(&mut self) -> Result<(), ConnectionError> {
         let Some(publisher) = &mut self.publisher else {
             return Ok(());
         };
@@ -287,10 +293,12 @@ impl Connection {
             let request = PublishRequest {
                 stream: None,
                 key: self.key.as_deref(),
+                remote_addr: Some(self.peer),
             };
             match self
                 .engine
                 .start_ingest(request, IngestProtocol::Rtmp, tracks.clone())
+                .await
             {
                 Ok(ingest) => {
                     let video = publisher.video_profile().map_or_else(

@@ -3,10 +3,11 @@
 //! (trickle) and `DELETE`.
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{patch, post};
+use std::net::SocketAddr;
 use waveguide_control::SessionKind;
 use waveguide_control::http::{
     SdpBody, SdpFragBody, SignalingState, absolute_url, bearer_token, created, delete_session,
@@ -33,32 +34,40 @@ pub fn router() -> Router<SignalingState> {
 
 async fn publish_by_key(
     State(state): State<SignalingState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     SdpBody(offer): SdpBody,
 ) -> Response {
-    publish(&state, None, &headers, offer)
+    publish(&state, None, remote, &headers, offer).await
 }
 
 async fn publish_named(
     State(state): State<SignalingState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
     Path(stream): Path<String>,
     headers: HeaderMap,
     SdpBody(offer): SdpBody,
 ) -> Response {
-    publish(&state, Some(&stream), &headers, offer)
+    publish(&state, Some(&stream), remote, &headers, offer).await
 }
 
-fn publish(
+async fn publish(
     state: &SignalingState,
     stream: Option<&str>,
+    remote: SocketAddr,
     headers: &HeaderMap,
     offer: String,
 ) -> Response {
     let request = PublishRequest {
         stream,
         key: bearer_token(headers),
+        remote_addr: Some(remote),
     };
-    match state.engine.publish(request, offer, IngestProtocol::Whip) {
+    match state
+        .engine
+        .publish(request, offer, IngestProtocol::Whip)
+        .await
+    {
         Ok(answer) => {
             let location = absolute_url(
                 state,
