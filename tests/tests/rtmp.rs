@@ -368,3 +368,73 @@ fn rtmp_garbage_closes_only_that_connection() {
     let mut edge = edge;
     edge.assert_alive();
 }
+
+/// Audio only (a radio-style stream): the viewer's offer still has a video section, which the
+/// edge must answer inactive rather than reject, or Chromium never connects the bundle. The
+/// AAC → Opus transcode runs only while someone watches, and starts when the viewer arrives.
+#[test]
+fn rtmp_audio_only_plays_and_transcodes_only_while_watched() {
+    let (edge, port) = start_edge();
+    // Its own command: `-re` must pace the audio input itself when there is no video.
+    let log = new_log_path("ffmpeg");
+    let out = std::fs::File::create(&log).expect("create ffmpeg log");
+    let err = out.try_clone().expect("clone log handle");
+    let child = Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-loglevel", "warning", "-re"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
+        .args([
+            "-t",
+            "40",
+            "-c:a",
+            "aac",
+            "-f",
+            "flv",
+            &rtmp_url(port, "demo-key"),
+        ])
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .expect("spawn ffmpeg");
+    let mut ffmpeg = Ffmpeg { child, log };
+    let info = poll_until(
+        "audio-only demo live over RTMP",
+        Duration::from_secs(15),
+        Duration::from_millis(100),
+        || {
+            if let Ok(Some(status)) = ffmpeg.child.try_wait() {
+                panic!("ffmpeg exited early with {status}:\n{}", ffmpeg.output());
+            }
+            edge.stream_info("demo").filter(|s| s["state"] == "live")
+        },
+    );
+    assert_eq!(track_codec(&info, "audio"), "Opus", "{info}");
+    std::thread::sleep(Duration::from_secs(2));
+    let unwatched = edge.stream_info("demo").expect("stream");
+    let packets = |s: &serde_json::Value| {
+        s["tracks"]
+            .as_array()
+            .and_then(|t| t.iter().find(|t| t["kind"] == "audio"))
+            .and_then(|t| t["packets"].as_u64())
+            .unwrap_or(0)
+    };
+    assert_eq!(
+        packets(&unwatched),
+        0,
+        "no Opus made while nobody watches: {unwatched}"
+    );
+
+    let mut browser = Browser::launch();
+    let (page, id, _) = watch(&mut browser, &edge);
+    let s = browser.wait_stats(page, id, "audio energy", CONNECT, |s| {
+        s.audio_energy() > 0.0
+    });
+    assert_eq!(
+        s.audio.clone().unwrap_or_default().codec.as_deref(),
+        Some("audio/opus")
+    );
+    let watched = edge.stream_info("demo").expect("stream");
+    assert!(packets(&watched) > 0, "Opus made once watched: {watched}");
+    let mut edge = edge;
+    edge.assert_alive();
+}

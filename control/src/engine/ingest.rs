@@ -8,7 +8,7 @@ use crate::service::PublishRequest;
 use crate::stream::{IngestProtocol, NewPublisher, TrackCounters, TrackInfo, is_valid_name};
 use rtc::rtp;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 use tracing::info;
 
@@ -66,6 +66,7 @@ pub struct Ingest {
     counters: Vec<Arc<TrackCounters>>,
     last_media: Arc<AtomicU64>,
     revoked: Arc<AtomicBool>,
+    viewers: Arc<AtomicUsize>,
     ended: bool,
 }
 
@@ -120,6 +121,7 @@ impl Engine {
             counters: claim.counters,
             last_media,
             revoked,
+            viewers: claim.viewers,
             ended: false,
         })
     }
@@ -134,6 +136,11 @@ impl Ingest {
     /// Tells the operator something about this publisher, in the stream's REST status.
     pub fn notice(&self, text: &str) {
         self.shared.streams.add_notice(&self.name, text);
+    }
+
+    /// Whether anyone watches: work only viewers need (an audio transcode) can wait for one.
+    pub fn has_viewers(&self) -> bool {
+        self.viewers.load(Ordering::Relaxed) > 0
     }
 
     /// Whether a newer publisher took the stream over; the input should then disconnect.

@@ -683,6 +683,38 @@ mod tests {
         assert!(answer.answer_sdp.contains("a=sendonly"));
     }
 
+    /// A viewer offering video and audio to an audio-only stream gets the video section
+    /// answered inactive, not rejected (a rejected first m-line breaks Chromium's BUNDLE) and not
+    /// sendonly (a silent video track stalls the page's media element).
+    #[test]
+    fn audio_only_stream_answers_video_inactive() {
+        let cands = ["127.0.0.1:9".parse().unwrap()];
+        let stream = crate::stream::StreamRef {
+            id: 1,
+            name: "radio".into(),
+            tracks: vec![TrackInfo {
+                kind: crate::media::TrackKind::Audio,
+                codec: crate::media::CodecParams {
+                    codec: crate::media::Codec::Opus,
+                    fmtp: "minptime=10;useinbandfec=1".into(),
+                    channels: 2,
+                },
+            }],
+            publisher_shard: None,
+        };
+        let view = offer::parse(CHROME_VIEW).unwrap();
+        let (answer, tracks) =
+            setup::viewer(&view, CHROME_VIEW.into(), &stream, &cands, Instant::now()).unwrap();
+        assert_eq!(tracks.len(), 1);
+        let video = answer
+            .answer_sdp
+            .split("m=")
+            .find(|m| m.starts_with("video"))
+            .expect("a video section");
+        assert!(!video.starts_with("video 0 "), "rejected: {video}");
+        assert!(video.contains("a=inactive"), "not inactive: {video}");
+    }
+
     /// Mangled offers (lines dropped, duplicated, truncated, bytes flipped) are refused or
     /// answered, never a panic.
     #[test]

@@ -106,6 +106,18 @@ impl Offer {
         self.publisher_choice(kind)
     }
 
+    /// The first offered format of `kind` whose codec we know, in the client's order.
+    pub fn first_known_format(&self, kind: TrackKind) -> Option<(OfferedFormat, Codec)> {
+        self.sections
+            .iter()
+            .filter(|(k, _)| *k == kind)
+            .flat_map(|(_, formats)| formats.iter())
+            .find_map(|f| {
+                let codec = Codec::from_name(&f.name).filter(|c| c.kind() == kind)?;
+                Some((f.clone(), codec))
+            })
+    }
+
     /// For a viewer: the offered format that can carry `track` unchanged.
     pub fn viewer_match(&self, track: &CodecParams) -> Option<OfferedFormat> {
         let kind = track.codec.kind();

@@ -18,11 +18,11 @@ use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::transport::{
     CandidateConfig, CandidateHostConfig, RTCDtlsRole, RTCIceCandidate,
 };
-use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
     RTCRtpEncodingParameters, RtpCodecKind,
 };
+use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -236,6 +236,19 @@ pub(crate) fn viewer(
     if matched.is_empty() {
         return Err(no_common_codec(&all));
     }
+    // A kind the stream lacks (video of an audio-only stream) is still answered, inactive,
+    // rather than rejected: a rejected first m-line is the BUNDLE tag, and Chromium then never
+    // connects the bundle.
+    for kind in [TrackKind::Audio, TrackKind::Video] {
+        if matched.iter().any(|(t, _)| t.kind == kind) {
+            continue;
+        }
+        if let Some((format, codec)) = offer.first_known_format(kind) {
+            media_engine
+                .register_codec(codec_parameters(&format, codec, true), rtc_kind(kind))
+                .map_err(engine_err)?;
+        }
+    }
     let registry = configure_rtcp_reports(configure_nack(Registry::new(), &mut media_engine));
     let settings = settings();
     let mut pc = RTCPeerConnectionBuilder::new()
@@ -269,6 +282,17 @@ pub(crate) fn viewer(
         );
         let sender = pc.add_track(local).map_err(engine_err)?;
         tracks.push((track, sender, ssrc));
+    }
+    // Sections the stream has no track for are answered inactive: rtc would answer them
+    // sendonly with nothing to send, and a silent video track stalls a page's media element.
+    let ours: Vec<RTCRtpSenderId> = tracks.iter().map(|(_, sender, _)| *sender).collect();
+    let transceivers: Vec<_> = pc.get_transceivers().collect();
+    for id in transceivers {
+        if let Some(mut t) = pc.rtp_transceiver(id)
+            && t.sender().is_none_or(|s| !ours.contains(&s))
+        {
+            t.set_direction(RTCRtpTransceiverDirection::Inactive);
+        }
     }
     let built = finish(pc, candidates, now)?;
     let mut pc = built.pc;

@@ -5,7 +5,7 @@ use super::{IngestProtocol, StreamStatus, TrackStatus};
 use crate::error::{Error, Result};
 use crate::media::{CodecParams, TrackKind};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -59,6 +59,8 @@ pub struct PublisherClaim {
     pub replaced: Option<String>,
     /// Whether viewers held from the previous publisher can continue (same codecs).
     pub viewers_continue: bool,
+    /// Viewers of the stream right now (read without the registry lock).
+    pub viewers: Arc<AtomicUsize>,
 }
 
 /// A publisher asking for a stream.
@@ -98,7 +100,8 @@ struct Entry {
     publisher: Option<Publisher>,
     offline_since: Option<Instant>,
     epoch: u32,
-    viewers: usize,
+    /// Shared with the publisher, which may skip work nobody watches (the RTMP audio transcode).
+    viewers: Arc<AtomicUsize>,
     /// Things the operator should know about the current publisher (B-frames dropped …).
     notices: Vec<String>,
 }
@@ -164,7 +167,7 @@ impl Streams {
                     publisher: None,
                     offline_since: None,
                     epoch: 0,
-                    viewers: 0,
+                    viewers: Arc::default(),
                     notices: Vec::new(),
                 },
             );
@@ -215,6 +218,7 @@ impl Streams {
             counters: entry.tracks.iter().map(|t| Arc::clone(&t.1)).collect(),
             replaced,
             viewers_continue,
+            viewers: Arc::clone(&entry.viewers),
         })
     }
 
@@ -317,7 +321,11 @@ impl Streams {
     pub fn add_viewers(&self, name: &str, delta: isize) {
         let mut inner = self.lock();
         if let Some(e) = inner.by_name.get_mut(name) {
-            e.viewers = e.viewers.saturating_add_signed(delta);
+            let now = e
+                .viewers
+                .load(Ordering::Relaxed)
+                .saturating_add_signed(delta);
+            e.viewers.store(now, Ordering::Relaxed);
         }
     }
 
@@ -347,7 +355,11 @@ impl Streams {
             .values()
             .filter(|e| e.publisher.is_some())
             .count();
-        let viewers = inner.by_name.values().map(|e| e.viewers).sum();
+        let viewers = inner
+            .by_name
+            .values()
+            .map(|e| e.viewers.load(Ordering::Relaxed))
+            .sum();
         (live, viewers)
     }
 }
@@ -372,7 +384,7 @@ fn status_of(name: &str, e: &Entry, now: Instant) -> StreamStatus {
                 packets: c.packets.load(Ordering::Relaxed),
             })
             .collect(),
-        viewers: e.viewers,
+        viewers: e.viewers.load(Ordering::Relaxed),
         uptime_secs: now.duration_since(e.started).as_secs(),
         publishes: e.epoch + 1,
         notices: e.notices.clone(),

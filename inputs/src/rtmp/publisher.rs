@@ -49,6 +49,9 @@ pub struct Publisher {
     /// The tracks, once started.
     started: Option<Vec<TrackKind>>,
     notices: Vec<Notice>,
+    /// Whether anyone watches; the AAC → Opus transcode (the only costly step) waits until
+    /// someone does. The transcoder re-anchors its timestamps on the gap, so they stay true.
+    audio_wanted: bool,
     late_reported: [bool; 2],
     rtp: Vec<rtp::Packet>,
 }
@@ -67,6 +70,7 @@ impl Publisher {
             pending_bytes: 0,
             started: None,
             notices: Vec::new(),
+            audio_wanted: true,
             late_reported: [false; 2],
             rtp: Vec::new(),
         }
@@ -176,6 +180,11 @@ impl Publisher {
         self.pending.push_back((kind, ts, payload));
     }
 
+    /// Whether audio must be transcoded now (someone watches, or the stream is starting).
+    pub fn set_audio_wanted(&mut self, wanted: bool) {
+        self.audio_wanted = wanted;
+    }
+
     /// A video message body with RTMP timestamp `ts`.
     pub fn on_video(
         &mut self,
@@ -228,6 +237,9 @@ impl Publisher {
                 }
                 if self.started.is_none() {
                     self.hold(TrackKind::Audio, ts, payload);
+                    return Ok(());
+                }
+                if !self.audio_wanted {
                     return Ok(());
                 }
                 if let Some(audio) = &mut self.audio {

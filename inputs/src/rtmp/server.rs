@@ -195,6 +195,8 @@ impl Connection {
                 }
                 Event::Audio { timestamp, payload } => {
                     if let Some(p) = &mut self.publisher {
+                        // Nothing to transcode for while nobody watches.
+                        p.set_audio_wanted(self.ingest.as_ref().is_none_or(Ingest::has_viewers));
                         p.on_audio(timestamp, payload, &mut self.packets)?;
                     }
                     self.after_media().await?;
