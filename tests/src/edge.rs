@@ -227,6 +227,11 @@ impl EdgeProcess {
         );
     }
 
+    /// The edge's process id (for `/proc/<pid>/stat`, e.g. the load tool's `--server-pid`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `http://127.0.0.1:<port>`.
     pub fn base_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.http_port)

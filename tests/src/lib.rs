@@ -14,6 +14,9 @@
 //! - [`process`]: the child-process plumbing shared by all of the above: a JSON-lines reader,
 //!   a log file under `target/test-logs/`, deadlines, and kill on drop.
 //! - [`ports`]: free 127.0.0.1 ports outside the kernel's ephemeral range.
+//! - [`load`]: the load tool behind the `waveguide-load` binary (one synthetic WHIP publisher,
+//!   many `rtc` WHEP viewers, a report of join time, loss, delay and CPU). Unlike the rest of
+//!   the harness it returns errors instead of panicking: it is also a command-line tool.
 //!
 //! The harness panics with context (and the tail of the relevant log) instead of returning
 //! errors: every caller is a test, and a panic is how a test reports.
@@ -36,6 +39,7 @@
 pub mod aiortc;
 pub mod browser;
 pub mod edge;
+pub mod load;
 pub mod offer;
 pub mod ports;
 pub mod process;

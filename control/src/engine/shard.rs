@@ -387,6 +387,21 @@ impl Shard {
         {
             return;
         }
+        if p.video_receiver.is_none()
+            && let Some(ssrc) = p.ssrcs[TrackKind::Video.index()]
+        {
+            // No track event named the video receiver (some clients' tracks open late): find
+            // it by kind, with the SSRC the media arrives on.
+            let receivers: Vec<_> = peer.pc.get_receivers().collect();
+            p.video_receiver = receivers
+                .into_iter()
+                .find(|r| {
+                    peer.pc
+                        .rtp_receiver(*r)
+                        .is_some_and(|r| r.track().kind() == RtpCodecKind::Video)
+                })
+                .map(|r| (r, ssrc));
+        }
         let Some((receiver, media_ssrc)) = p.video_receiver else {
             return;
         };
