@@ -1,11 +1,11 @@
 //! Publishers that are not WebRTC peers: inputs that receive RTP (FTL, the relay) or make it
 //! (RTMP) hand packets to an [`Ingest`], which feeds the same fan-out as a WHIP publisher.
 
-use super::{Command, Engine, Shared};
+use super::{Engine, Shared};
 use crate::error::{Error, Result};
 use crate::media::{MediaPacket, TrackKind, is_keyframe_start};
 use crate::service::PublishRequest;
-use crate::stream::{IngestProtocol, NewPublisher, TrackCounters, TrackInfo, is_valid_name};
+use crate::stream::{IngestProtocol, NewPublisher, TrackCounters, TrackInfo};
 use rtc::rtp;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -80,9 +80,6 @@ impl Engine {
         tracks: Vec<TrackInfo>,
     ) -> Result<Ingest> {
         let name = self.service().authorize_publish(protocol, request).await?;
-        if !is_valid_name(&name) {
-            return Err(Error::InvalidStreamName(name));
-        }
         let session = super::new_session_id();
         let last_media = Arc::new(AtomicU64::new(0));
         let revoked = Arc::new(AtomicBool::new(false));
@@ -98,16 +95,7 @@ impl Engine {
             },
             Instant::now(),
         )?;
-        if let Some(old) = &claim.replaced {
-            self.close_session(old);
-        }
-        if !claim.viewers_continue {
-            for tx in &self.shared.commands {
-                let _ = tx.send(Command::EndStream {
-                    stream: claim.stream,
-                });
-            }
-        }
+        self.take_over(&name, &claim);
         ::metrics::gauge!("waveguide_publishers", "protocol" => protocol.as_str()).increment(1.0);
         info!(%session, stream = %name, protocol = protocol.as_str(), publishes = claim.epoch + 1, "publisher started");
         Ok(Ingest {

@@ -23,7 +23,7 @@ mod sockets;
 use crate::config::{ViewerConfig, WebRtcConfig};
 use crate::error::{Error, Result};
 use crate::service::{PublishRequest, Service};
-use crate::stream::{IngestProtocol, NewPublisher, Streams, TrackInfo, is_valid_name};
+use crate::stream::{IngestProtocol, NewPublisher, Streams, TrackInfo};
 use metrics::EngineMetrics;
 use peer::{Peer, PeerId, PublisherRole, Role, ViewerRole};
 use rtc::peer_connection::transport::RTCIceCandidateInit;
@@ -50,6 +50,7 @@ pub enum SessionKind {
 }
 
 pub use ingest::Ingest;
+pub use sockets::local_ipv4_addresses;
 
 /// Entry points for the fuzz targets in `fuzz/`: the parsers fed by the network, without the
 /// sockets. Not part of the API.
@@ -277,9 +278,6 @@ impl Engine {
         protocol: IngestProtocol,
     ) -> Result<SessionAnswer> {
         let stream = self.service.authorize_publish(protocol, request).await?;
-        if !is_valid_name(&stream) {
-            return Err(Error::InvalidStreamName(stream));
-        }
         let offer = offer::parse(&offer_sdp)?;
         let now = Instant::now();
         let previous: Vec<TrackInfo> = self
@@ -307,18 +305,7 @@ impl Engine {
             },
             now,
         )?;
-        if let Some(old) = &claim.replaced {
-            info!(%stream, "replacing a stale publisher");
-            self.close_session(old);
-        }
-        if !claim.viewers_continue {
-            info!(%stream, "publisher changed codecs; ending held viewers");
-            for tx in &self.shared.commands {
-                let _ = tx.send(Command::EndStream {
-                    stream: claim.stream,
-                });
-            }
-        }
+        self.take_over(&stream, &claim);
         let id = self.next_peer.fetch_add(1, Ordering::Relaxed);
         let peer = Peer {
             pc: built.pc,
@@ -500,6 +487,23 @@ impl Engine {
             .filter(|e| e.kind == kind && e.stream == stream)
             .cloned()
             .ok_or(Error::SessionNotFound)
+    }
+
+    /// What a new publisher's claim leaves to do, whatever its protocol: close the stale
+    /// publisher it replaced, and end held viewers whose codecs it does not carry.
+    fn take_over(&self, stream: &str, claim: &crate::stream::PublisherClaim) {
+        if let Some(old) = &claim.replaced {
+            info!(%stream, "replacing a stale publisher");
+            self.close_session(old);
+        }
+        if !claim.viewers_continue {
+            info!(%stream, "publisher changed codecs; ending held viewers");
+            for tx in &self.shared.commands {
+                let _ = tx.send(Command::EndStream {
+                    stream: claim.stream,
+                });
+            }
+        }
     }
 
     fn close_session(&self, session: &str) {

@@ -2,7 +2,6 @@
 
 use super::rewrite::Rewriter;
 use super::setup::{PublisherTrack, ViewerTrack};
-use crate::media::TrackKind;
 use crate::stream::TrackCounters;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::rtp_transceiver::RTCRtpReceiverId;
@@ -72,12 +71,5 @@ impl ViewerRole {
                 .collect(),
             first_video_sent: false,
         }
-    }
-
-    /// Whether the video track still waits for a keyframe.
-    pub(crate) fn waiting_for_keyframe(&self) -> bool {
-        self.tracks
-            .iter()
-            .any(|(t, rw)| t.kind == TrackKind::Video && rw.waiting_for_keyframe())
     }
 }

@@ -30,11 +30,6 @@ impl Rewriter {
         }
     }
 
-    /// Whether this track is waiting for a keyframe before it can forward.
-    pub(crate) fn waiting_for_keyframe(&self) -> bool {
-        self.base.is_none() && self.kind == TrackKind::Video
-    }
-
     /// The outgoing (sequence number, timestamp) for `packet`, or `None` while a video
     /// track waits for a keyframe of the current publisher.
     pub(crate) fn map(&mut self, packet: &MediaPacket, now: Instant) -> Option<(u16, u32)> {

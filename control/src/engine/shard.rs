@@ -489,7 +489,7 @@ impl Shard {
         }
         let stream = self.peers.get(&id).map(|p| p.stream);
         for packet in out_packets {
-            self.fan_out(packet);
+            self.shared.fan_out(packet);
         }
         if became_connected {
             self.on_connected(id, now);
@@ -502,10 +502,6 @@ impl Shard {
         }
     }
 
-    fn fan_out(&self, packet: Arc<MediaPacket>) {
-        self.shared.fan_out(packet);
-    }
-
     fn on_connected(&mut self, id: PeerId, now: Instant) {
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
@@ -515,19 +511,14 @@ impl Shard {
             return;
         }
         let stream = peer.stream;
-        let mut waiting = true;
         if let Some(local) = self.streams.get(&stream) {
             // Replay the newest GOP so the first picture does not wait for the next keyframe.
             for packet in local.video_cache.packets() {
                 forward(peer, packet, now, &self.shared);
                 flush(peer, &self.sockets, &self.shared);
             }
-            if let Role::Viewer(v) = &peer.role {
-                waiting = v.waiting_for_keyframe();
-            }
         }
         // A WebRTC publisher also gets one (rate-limited) request, so the picture is fresh.
-        let _ = waiting;
         self.request_keyframe(stream, now);
     }
 

@@ -33,6 +33,16 @@ pub(crate) fn bind_ips(config: &WebRtcConfig) -> io::Result<Vec<IpAddr>> {
     if !config.bind_ips.is_empty() {
         return Ok(config.bind_ips.clone());
     }
+    let mut ips = local_ipv4_addresses()?;
+    if ips.is_empty() {
+        ips.push(IpAddr::from([127, 0, 0, 1]));
+    }
+    Ok(ips)
+}
+
+/// Every IPv4 address of the host's interfaces (loopback included), sorted. Any input that
+/// binds per address, so its replies leave from the address the client reached, starts here.
+pub fn local_ipv4_addresses() -> io::Result<Vec<IpAddr>> {
     let mut ips: Vec<IpAddr> = if_addrs::get_if_addrs()?
         .into_iter()
         .map(|i| i.ip())
@@ -40,9 +50,6 @@ pub(crate) fn bind_ips(config: &WebRtcConfig) -> io::Result<Vec<IpAddr>> {
         .collect();
     ips.sort();
     ips.dedup();
-    if ips.is_empty() {
-        ips.push(IpAddr::from([127, 0, 0, 1]));
-    }
     Ok(ips)
 }
 

@@ -162,8 +162,21 @@ impl Service {
         }
     }
 
-    /// The public name of the stream this publisher may publish, or why not.
+    /// The public name of the stream this publisher may publish, or why not. The name is
+    /// checked here, whoever chose it (URL, key, webhook), because it ends up in URLs and logs.
     pub async fn authorize_publish(
+        &self,
+        protocol: IngestProtocol,
+        request: PublishRequest<'_>,
+    ) -> Result<String> {
+        let name = self.resolve_publisher(protocol, request).await?;
+        if !crate::stream::is_valid_name(&name) {
+            return Err(Error::InvalidStreamName(name));
+        }
+        Ok(name)
+    }
+
+    async fn resolve_publisher(
         &self,
         protocol: IngestProtocol,
         request: PublishRequest<'_>,

@@ -118,14 +118,7 @@ fn media_ips(listen: IpAddr) -> std::io::Result<Vec<IpAddr>> {
     }
     // One socket per local address, so echoes and NACKs leave from the address the client
     // sends to (a client with a connected UDP socket drops anything else).
-    let mut ips: Vec<IpAddr> = if_addrs::get_if_addrs()?
-        .into_iter()
-        .map(|i| i.ip())
-        .filter(|ip| ip.is_ipv4())
-        .collect();
-    ips.sort();
-    ips.dedup();
-    Ok(ips)
+    waveguide_control::engine::local_ipv4_addresses()
 }
 
 async fn read_media(socket: Arc<UdpSocket>, index: usize, tx: mpsc::Sender<Datagram>) {

@@ -414,14 +414,20 @@ pub(crate) mod tests {
 
     /// An avcC for High profile level 3.1 with one SPS and one PPS.
     pub(crate) fn avcc() -> Bytes {
-        let sps = [0x67, 0x64, 0x00, 0x1f, 0xac, 0xd9];
-        let pps = [0x68, 0xeb, 0xe3, 0xcb];
-        let mut v = vec![1, 0x64, 0x00, 0x1f, 0xff, 0xe1];
+        avcc_of(
+            &[0x67, 0x64, 0x00, 0x1f, 0xac, 0xd9],
+            &[0x68, 0xeb, 0xe3, 0xcb],
+        )
+    }
+
+    /// An avcC (4-byte lengths) holding one SPS and one PPS; profile and level come from the SPS.
+    pub(crate) fn avcc_of(sps: &[u8], pps: &[u8]) -> Bytes {
+        let mut v = vec![1, sps[1], sps[2], sps[3], 0xff, 0xe1];
         v.extend_from_slice(&(sps.len() as u16).to_be_bytes());
-        v.extend_from_slice(&sps);
+        v.extend_from_slice(sps);
         v.push(1);
         v.extend_from_slice(&(pps.len() as u16).to_be_bytes());
-        v.extend_from_slice(&pps);
+        v.extend_from_slice(pps);
         Bytes::from(v)
     }
 

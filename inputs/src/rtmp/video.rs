@@ -349,14 +349,7 @@ mod tests {
     }
 
     fn x264_avcc(pps: &str) -> Bytes {
-        let (sps, pps) = (hex(X264_SPS), hex(pps));
-        let mut v = vec![1, sps[1], sps[2], sps[3], 0xff, 0xe1];
-        v.extend_from_slice(&(sps.len() as u16).to_be_bytes());
-        v.extend_from_slice(&sps);
-        v.push(1);
-        v.extend_from_slice(&(pps.len() as u16).to_be_bytes());
-        v.extend_from_slice(&pps);
-        Bytes::from(v)
+        h264::tests::avcc_of(&hex(X264_SPS), &hex(pps))
     }
 
     #[test]
