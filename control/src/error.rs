@@ -45,6 +45,9 @@ pub enum Error {
     /// The node is not accepting new sessions.
     #[error("node is at capacity or draining")]
     Unavailable,
+    /// A redirect ticket that does not grant this request.
+    #[error("redirect ticket refused: {0}")]
+    Ticket(#[from] crate::cluster::TicketError),
     /// The WebRTC engine refused the session; a bug or an exotic offer.
     #[error("WebRTC engine: {0}")]
     Engine(String),
@@ -64,7 +67,7 @@ impl Error {
     /// The HTTP status for this error; the only place that decides it.
     pub fn http_status(&self) -> u16 {
         match self {
-            Error::MissingKey | Error::InvalidKey => 401,
+            Error::MissingKey | Error::InvalidKey | Error::Ticket(_) => 401,
             Error::Refused(_) => 403,
             Error::ServiceFailed(_) => 503,
             Error::MalformedSdp(_) | Error::MalformedFragment(_) | Error::InvalidStreamName(_) => {

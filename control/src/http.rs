@@ -133,7 +133,14 @@ async fn typed_body<S: Send + Sync>(
     String::from_utf8(bytes.to_vec()).map_err(|_| SdpBodyRejection::Unreadable("body is not UTF-8"))
 }
 
-/// The bearer token of a request, if any.
+/// The `?ticket=` an orchestrator's redirect adds to a WHIP or WHEP URL.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct TicketQuery {
+    /// The signed ticket (see [`crate::cluster::TicketKey`]).
+    pub ticket: Option<String>,
+}
+
+/// The bearer token of `Authorization`, if any.
 pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;

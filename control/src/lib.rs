@@ -9,11 +9,13 @@
 //! - [`media`]: the shared packet type, codecs, keyframe detection and the keyframe cache.
 //! - [`service`]: stream authentication (open, static keys).
 //! - [`http`]: the HTTP face shared by WHIP and WHEP (SDP bodies, session resources, errors).
+//! - [`cluster`]: redirect tickets and the hook that pulls a missing stream from another edge.
 //! - [`config`]: typed configuration of the above.
 //!
 //! Inputs (`waveguide-inputs`) and outputs (`waveguide-outputs`) build on this crate; it
 //! depends on neither.
 
+pub mod cluster;
 pub mod config;
 pub mod engine;
 pub mod error;

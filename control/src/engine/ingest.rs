@@ -79,7 +79,26 @@ impl Engine {
         protocol: IngestProtocol,
         tracks: Vec<TrackInfo>,
     ) -> Result<Ingest> {
+        self.admit_publisher()?;
         let name = self.service().authorize_publish(protocol, request).await?;
+        self.claim_ingest(name, protocol, tracks)
+    }
+
+    /// Takes `name` for a stream pulled from another edge, which authorized its publisher
+    /// already. Not held to the publisher ceiling: a pull serves viewers this node admitted.
+    pub fn start_pulled(&self, name: &str, tracks: Vec<TrackInfo>) -> Result<Ingest> {
+        if !crate::stream::is_valid_name(name) {
+            return Err(Error::InvalidStreamName(name.to_owned()));
+        }
+        self.claim_ingest(name.to_owned(), IngestProtocol::Relay, tracks)
+    }
+
+    fn claim_ingest(
+        &self,
+        name: String,
+        protocol: IngestProtocol,
+        tracks: Vec<TrackInfo>,
+    ) -> Result<Ingest> {
         let session = super::new_session_id();
         let last_media = Arc::new(AtomicU64::new(0));
         let revoked = Arc::new(AtomicBool::new(false));

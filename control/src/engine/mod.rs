@@ -20,6 +20,7 @@ mod setup;
 mod shard;
 mod sockets;
 
+use crate::cluster::{NodeLimits, TicketScope, Upstream};
 use crate::config::{ViewerConfig, WebRtcConfig};
 use crate::error::{Error, Result};
 use crate::service::{PublishRequest, Service};
@@ -31,7 +32,7 @@ use shard::{Command, Datagram, Shard};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
@@ -182,6 +183,8 @@ pub struct Engine {
     next_peer: AtomicU64,
     service: Service,
     ice_servers: Vec<String>,
+    limits: NodeLimits,
+    upstream: OnceLock<Arc<dyn Upstream>>,
 }
 
 impl Engine {
@@ -247,6 +250,8 @@ impl Engine {
             next_peer: AtomicU64::new(1),
             service,
             ice_servers: webrtc.ice_servers.clone(),
+            limits: NodeLimits::default(),
+            upstream: OnceLock::new(),
         }))
     }
 
@@ -258,6 +263,29 @@ impl Engine {
     /// The node's streams.
     pub fn streams(&self) -> &Streams {
         &self.shared.streams
+    }
+
+    /// Drain state and session ceilings, changeable at run time.
+    pub fn limits(&self) -> &NodeLimits {
+        &self.limits
+    }
+
+    /// Lets viewers of a stream this node does not have trigger a pull from another edge.
+    /// Set once, at start.
+    pub fn set_upstream(&self, upstream: Arc<dyn Upstream>) {
+        if self.upstream.set(upstream).is_err() {
+            warn!("the upstream (relay) was set twice; keeping the first");
+        }
+    }
+
+    /// Refuses a new publisher while draining or at the publisher ceiling.
+    pub(crate) fn admit_publisher(&self) -> Result<()> {
+        let (publishers, _) = self.shared.streams.live_counts();
+        if self.limits.admits_publisher(publishers) {
+            Ok(())
+        } else {
+            Err(Error::Unavailable)
+        }
     }
 
     /// STUN/TURN URLs for clients.
@@ -277,6 +305,7 @@ impl Engine {
         offer_sdp: String,
         protocol: IngestProtocol,
     ) -> Result<SessionAnswer> {
+        self.admit_publisher()?;
         let stream = self.service.authorize_publish(protocol, request).await?;
         let offer = offer::parse(&offer_sdp)?;
         let now = Instant::now();
@@ -348,14 +377,42 @@ impl Engine {
         })
     }
 
-    /// Answers a viewer's offer for `stream`.
-    pub fn watch(&self, stream: &str, offer_sdp: String) -> Result<SessionAnswer> {
-        let stream_ref = self
-            .shared
-            .streams
-            .get(stream)
-            .ok_or_else(|| Error::StreamNotFound(stream.to_owned()))?;
+    /// Answers a viewer's offer for `stream`. With a relay `ticket` the viewer is another edge
+    /// pulling the stream: it is not held to the end-viewer ceiling, and a stream this node
+    /// does not have is a 404 rather than a pull of its own (which could loop). Otherwise a
+    /// missing stream is pulled from the edge that has it, when a relay is set up.
+    pub async fn watch(
+        &self,
+        stream: &str,
+        offer_sdp: String,
+        ticket: Option<&str>,
+    ) -> Result<SessionAnswer> {
+        let relay_pull = match ticket {
+            Some(t) => {
+                self.service.verify_ticket(t, TicketScope::Relay, stream)?;
+                true
+            }
+            None => false,
+        };
         let offer = offer::parse(&offer_sdp)?;
+        let (_, viewers) = self.shared.streams.live_counts();
+        let admitted = if relay_pull {
+            !self.limits.is_draining()
+        } else {
+            self.limits.admits_viewer(viewers)
+        };
+        if !admitted {
+            return Err(Error::Unavailable);
+        }
+        let mut found = self.shared.streams.get(stream);
+        if found.is_none()
+            && !relay_pull
+            && let Some(upstream) = self.upstream.get()
+        {
+            upstream.pull(stream).await?;
+            found = self.shared.streams.get(stream);
+        }
+        let stream_ref = found.ok_or_else(|| Error::StreamNotFound(stream.to_owned()))?;
         let now = Instant::now();
         let shard = self.pick_shard();
         let (built, tracks) = contain_panic(|| {

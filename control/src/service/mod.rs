@@ -6,12 +6,13 @@
 mod static_keys;
 mod webhook;
 
+use crate::cluster::{Ticket, TicketError, TicketKey, TicketScope};
 use crate::error::{Error, Result};
 use crate::stream::IngestProtocol;
 use serde::Deserialize;
 pub use static_keys::StreamKeyEntry;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use webhook::{Webhook, WebhookRequest, addr_text};
 
 /// `[service]` in the config file.
@@ -77,6 +78,8 @@ pub struct PublishRequest<'a> {
     pub key: Option<&'a str>,
     /// Where the publisher connects from (told to the webhook).
     pub remote_addr: Option<SocketAddr>,
+    /// A redirect ticket from the orchestrator (`?ticket=`), which checked the key already.
+    pub ticket: Option<&'a str>,
 }
 
 /// Decides who may publish.
@@ -84,6 +87,7 @@ pub struct PublishRequest<'a> {
 pub struct Service {
     config: ServiceConfig,
     webhook: Option<Webhook>,
+    tickets: Option<TicketKey>,
 }
 
 impl Service {
@@ -106,7 +110,24 @@ impl Service {
             }
             _ => None,
         };
-        Ok(Self { config, webhook })
+        Ok(Self {
+            config,
+            webhook,
+            tickets: None,
+        })
+    }
+
+    /// Accepts redirect tickets signed with the cluster token, in place of keys.
+    pub fn with_tickets(mut self, key: TicketKey) -> Self {
+        self.tickets = Some(key);
+        self
+    }
+
+    /// Checks a redirect ticket grants `scope` on `stream`. Without a cluster token no ticket
+    /// is valid.
+    pub fn verify_ticket(&self, ticket: &str, scope: TicketScope, stream: &str) -> Result<Ticket> {
+        let key = self.tickets.as_ref().ok_or(TicketError::Invalid)?;
+        Ok(key.verify_for(ticket, scope, stream, SystemTime::now())?)
     }
 
     /// Which kind of Service answers.
@@ -181,6 +202,16 @@ impl Service {
         protocol: IngestProtocol,
         request: PublishRequest<'_>,
     ) -> Result<String> {
+        if let Some(ticket) = request.ticket {
+            let key = self.tickets.as_ref().ok_or(TicketError::Invalid)?;
+            let granted = key.verify(ticket, SystemTime::now())?;
+            if granted.scope != TicketScope::Publish
+                || request.stream.is_some_and(|s| s != granted.stream)
+            {
+                return Err(TicketError::WrongScope.into());
+            }
+            return Ok(granted.stream);
+        }
         let key = request.key.filter(|k| !k.is_empty());
         match self.config.kind {
             ServiceKind::Open => match (request.stream, key) {

@@ -30,18 +30,21 @@ fn static_key_resolves_stream() {
     let s = static_service();
     let req = PublishRequest {
         remote_addr: None,
+        ticket: None,
         stream: None,
         key: Some("demo-key"),
     };
     assert_eq!(auth(&s, req).unwrap(), "demo");
     let req = PublishRequest {
         remote_addr: None,
+        ticket: None,
         stream: Some("demo"),
         key: Some("demo-key"),
     };
     assert_eq!(auth(&s, req).unwrap(), "demo");
     let req = PublishRequest {
         remote_addr: None,
+        ticket: None,
         stream: None,
         key: Some("secret2"),
     };
@@ -53,18 +56,21 @@ fn static_rejects_wrong_or_missing_key() {
     let s = static_service();
     let wrong = PublishRequest {
         remote_addr: None,
+        ticket: None,
         stream: None,
         key: Some("nope"),
     };
     assert!(matches!(auth(&s, wrong), Err(Error::InvalidKey)));
     let other_stream = PublishRequest {
         remote_addr: None,
+        ticket: None,
         stream: Some("hashed"),
         key: Some("demo-key"),
     };
     assert!(matches!(auth(&s, other_stream), Err(Error::InvalidKey)));
     let missing = PublishRequest {
         remote_addr: None,
+        ticket: None,
         stream: Some("demo"),
         key: None,
     };
@@ -77,12 +83,14 @@ fn open_names_stream_by_url_or_key() {
     assert!(s.is_open());
     let by_url = PublishRequest {
         remote_addr: None,
+        ticket: None,
         stream: Some("a"),
         key: None,
     };
     assert_eq!(auth(&s, by_url).unwrap(), "a");
     let by_key = PublishRequest {
         remote_addr: None,
+        ticket: None,
         stream: None,
         key: Some("b"),
     };
@@ -93,4 +101,43 @@ fn open_names_stream_by_url_or_key() {
 fn debug_never_shows_key() {
     let e = StreamKeyEntry::with_key("demo", "demo-key");
     assert!(!format!("{e:?}").contains("demo-key"));
+}
+
+#[test]
+fn ticket_replaces_the_key() {
+    use crate::cluster::{TicketKey, TicketScope};
+    use std::time::{Duration, SystemTime};
+    let key = TicketKey::new("cluster-secret");
+    let s = static_service().with_tickets(key.clone());
+    let ticket = key.sign(
+        TicketScope::Publish,
+        "demo",
+        Duration::from_secs(30),
+        SystemTime::now(),
+    );
+    let req = PublishRequest {
+        remote_addr: None,
+        ticket: Some(&ticket),
+        stream: Some("demo"),
+        key: None,
+    };
+    assert_eq!(auth(&s, req).unwrap(), "demo");
+    let other = PublishRequest {
+        stream: Some("hashed"),
+        ..req
+    };
+    assert_eq!(auth(&s, other).unwrap_err().http_status(), 401);
+    // Without the cluster token configured no ticket is accepted.
+    assert_eq!(auth(&static_service(), req).unwrap_err().http_status(), 401);
+    let relay = key.sign(
+        TicketScope::Relay,
+        "demo",
+        Duration::from_secs(30),
+        SystemTime::now(),
+    );
+    let req = PublishRequest {
+        ticket: Some(&relay),
+        ..req
+    };
+    assert_eq!(auth(&s, req).unwrap_err().http_status(), 401);
 }

@@ -112,6 +112,9 @@ pub struct Streams {
     inner: Mutex<Inner>,
     /// Origin of the millisecond clock publishers store in `last_media`.
     clock_base: Instant,
+    /// Bumped whenever a stream starts, changes publisher or ends, so the cluster reporter
+    /// tells the orchestrator at once instead of at its next heartbeat.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -126,6 +129,7 @@ impl Default for Streams {
         Self {
             inner: Mutex::default(),
             clock_base: Instant::now(),
+            changes: tokio::sync::watch::Sender::new(0),
         }
     }
 }
@@ -135,6 +139,15 @@ impl Streams {
         // A panic while holding this lock is a bug elsewhere; the data stays consistent
         // (every update is a single assignment), so keep serving.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wakes when the set of streams (or a stream's publisher) changes.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n += 1);
     }
 
     /// Milliseconds since the registry started, for `last_media` stamps.
@@ -212,14 +225,17 @@ impl Streams {
             revoked: publisher.revoked,
         });
         entry.offline_since = None;
-        Ok(PublisherClaim {
+        let claim = PublisherClaim {
             stream: entry.id,
             epoch: entry.epoch,
             counters: entry.tracks.iter().map(|t| Arc::clone(&t.1)).collect(),
             replaced,
             viewers_continue,
             viewers: Arc::clone(&entry.viewers),
-        })
+        };
+        drop(inner);
+        self.changed();
+        Ok(claim)
     }
 
     /// The publisher `session` of `name` is gone; viewers wait for the grace period.
@@ -244,7 +260,10 @@ impl Streams {
         if !current {
             return None;
         }
-        inner.by_name.remove(name).map(|e| e.id)
+        let id = inner.by_name.remove(name).map(|e| e.id);
+        drop(inner);
+        self.changed();
+        id
     }
 
     /// Removes streams whose publisher has been gone longer than `grace`; returns their ids.
@@ -261,6 +280,10 @@ impl Streams {
             .collect();
         for (_, name) in &expired {
             inner.by_name.remove(name);
+        }
+        drop(inner);
+        if !expired.is_empty() {
+            self.changed();
         }
         expired
     }

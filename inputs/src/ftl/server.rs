@@ -282,6 +282,7 @@ async fn control_connection(
                         stream: Some(&name),
                         key: key.as_deref(),
                         remote_addr: Some(remote),
+                        ticket: None,
                     };
                     let ingest = engine
                         .start_ingest(request, IngestProtocol::Ftl, tracks)

@@ -220,6 +220,7 @@ impl Connection {
             stream: None,
             key: Some(&key),
             remote_addr: Some(self.peer),
+            ticket: None,
         };
         let authorized = self
             .engine
@@ -296,6 +297,7 @@ impl Connection {
                 stream: None,
                 key: self.key.as_deref(),
                 remote_addr: Some(self.peer),
+                ticket: None,
             };
             match self
                 .engine

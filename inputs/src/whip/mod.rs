@@ -3,15 +3,15 @@
 //! (trickle) and `DELETE`.
 
 use axum::Router;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{patch, post};
 use std::net::SocketAddr;
 use waveguide_control::SessionKind;
 use waveguide_control::http::{
-    SdpBody, SdpFragBody, SignalingState, absolute_url, bearer_token, created, delete_session,
-    patch_session,
+    SdpBody, SdpFragBody, SignalingState, TicketQuery, absolute_url, bearer_token, created,
+    delete_session, patch_session,
 };
 use waveguide_control::service::PublishRequest;
 use waveguide_control::stream::IngestProtocol;
@@ -35,26 +35,29 @@ pub fn router() -> Router<SignalingState> {
 async fn publish_by_key(
     State(state): State<SignalingState>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    Query(query): Query<TicketQuery>,
     headers: HeaderMap,
     SdpBody(offer): SdpBody,
 ) -> Response {
-    publish(&state, None, remote, &headers, offer).await
+    publish(&state, None, remote, &query, &headers, offer).await
 }
 
 async fn publish_named(
     State(state): State<SignalingState>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     Path(stream): Path<String>,
+    Query(query): Query<TicketQuery>,
     headers: HeaderMap,
     SdpBody(offer): SdpBody,
 ) -> Response {
-    publish(&state, Some(&stream), remote, &headers, offer).await
+    publish(&state, Some(&stream), remote, &query, &headers, offer).await
 }
 
 async fn publish(
     state: &SignalingState,
     stream: Option<&str>,
     remote: SocketAddr,
+    query: &TicketQuery,
     headers: &HeaderMap,
     offer: String,
 ) -> Response {
@@ -62,6 +65,7 @@ async fn publish(
         stream,
         key: bearer_token(headers),
         remote_addr: Some(remote),
+        ticket: query.ticket.as_deref(),
     };
     match state
         .engine

@@ -2,13 +2,14 @@
 //! `/whep/{stream}/{session}` takes `PATCH` (trickle) and `DELETE`.
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{patch, post};
 use waveguide_control::SessionKind;
 use waveguide_control::http::{
-    SdpBody, SdpFragBody, SignalingState, absolute_url, created, delete_session, patch_session,
+    SdpBody, SdpFragBody, SignalingState, TicketQuery, absolute_url, created, delete_session,
+    patch_session,
 };
 
 /// The path of a WHEP session resource.
@@ -27,10 +28,15 @@ pub fn router() -> Router<SignalingState> {
 async fn watch(
     State(state): State<SignalingState>,
     Path(stream): Path<String>,
+    Query(query): Query<TicketQuery>,
     headers: HeaderMap,
     SdpBody(offer): SdpBody,
 ) -> Response {
-    match state.engine.watch(&stream, offer) {
+    match state
+        .engine
+        .watch(&stream, offer, query.ticket.as_deref())
+        .await
+    {
         Ok(answer) => {
             let location = absolute_url(
                 &state,

@@ -1,0 +1,74 @@
+//! The node's admission switches, changed at run time (ModuleService `Configure`, `Shutdown`):
+//! drain, and the ceilings new sessions are checked against. Plain atomics: every WHIP/WHEP
+//! request reads them, nothing holds them.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+/// `u32::MAX` stands for "no limit" in the atomics.
+const UNLIMITED: u32 = u32::MAX;
+
+/// What the node admits now.
+#[derive(Debug)]
+pub struct NodeLimits {
+    draining: AtomicBool,
+    max_viewers: AtomicU32,
+    max_publishers: AtomicU32,
+}
+
+impl Default for NodeLimits {
+    fn default() -> Self {
+        Self {
+            draining: AtomicBool::new(false),
+            max_viewers: AtomicU32::new(UNLIMITED),
+            max_publishers: AtomicU32::new(UNLIMITED),
+        }
+    }
+}
+
+fn get(a: &AtomicU32) -> Option<u32> {
+    Some(a.load(Ordering::Relaxed)).filter(|&v| v != UNLIMITED)
+}
+
+impl NodeLimits {
+    /// Whether the node refuses every new session.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Starts or stops draining; returns the previous state.
+    pub fn set_draining(&self, on: bool) -> bool {
+        self.draining.swap(on, Ordering::Relaxed)
+    }
+
+    /// The end-viewer ceiling (`Some(0)`: no end viewers, only relay pulls); `None`: unlimited.
+    pub fn max_viewers(&self) -> Option<u32> {
+        get(&self.max_viewers)
+    }
+
+    /// Sets the end-viewer ceiling.
+    pub fn set_max_viewers(&self, max: Option<u32>) {
+        self.max_viewers
+            .store(max.unwrap_or(UNLIMITED).min(UNLIMITED - 1), Ordering::Relaxed);
+    }
+
+    /// The publisher ceiling; `None`: unlimited.
+    pub fn max_publishers(&self) -> Option<u32> {
+        get(&self.max_publishers)
+    }
+
+    /// Sets the publisher ceiling.
+    pub fn set_max_publishers(&self, max: Option<u32>) {
+        self.max_publishers
+            .store(max.unwrap_or(UNLIMITED).min(UNLIMITED - 1), Ordering::Relaxed);
+    }
+
+    /// Whether one more end viewer fits next to `current` viewers.
+    pub fn admits_viewer(&self, current: usize) -> bool {
+        !self.is_draining() && self.max_viewers().is_none_or(|m| current < m as usize)
+    }
+
+    /// Whether one more publisher fits next to `current` publishers.
+    pub fn admits_publisher(&self, current: usize) -> bool {
+        !self.is_draining() && self.max_publishers().is_none_or(|m| current < m as usize)
+    }
+}
