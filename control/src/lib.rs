@@ -10,13 +10,15 @@
 //! - [`service`]: stream authentication (open, static keys).
 //! - [`http`]: the HTTP face shared by WHIP and WHEP (SDP bodies, session resources, errors).
 //! - [`cluster`]: redirect tickets and the hook that pulls a missing stream from another edge.
-//! - [`config`]: typed configuration of the above.
+//! - [`config`]: typed configuration of the above; [`config_file`]: the TOML file + environment
+//!   overrides every binary reads.
 //!
 //! Inputs (`waveguide-inputs`) and outputs (`waveguide-outputs`) build on this crate; it
 //! depends on neither.
 
 pub mod cluster;
 pub mod config;
+pub mod config_file;
 pub mod engine;
 pub mod error;
 pub mod http;

@@ -3,8 +3,8 @@
 
 use serde::Deserialize;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use waveguide_control::config::{ViewerConfig, WebRtcConfig};
+use waveguide_control::config_file::{ConfigFileError, read_with_env};
 use waveguide_control::service::ServiceConfig;
 use waveguide_inputs::ftl::FtlConfig;
 use waveguide_inputs::rtmp::RtmpConfig;
@@ -27,6 +27,135 @@ pub struct EdgeConfig {
     pub rtmp: RtmpConfig,
     /// `[log]`
     pub log: LogConfig,
+    /// `[grpc]`
+    pub grpc: GrpcConfig,
+    /// `[cluster]`
+    pub cluster: ClusterConfig,
+    /// `[orchestrator]`
+    pub orchestrator: OrchestratorConfig,
+    /// `[node]`
+    pub node: NodeConfig,
+    /// `[relay]`
+    pub relay: RelaySettings,
+}
+
+/// `[grpc]`: the node's gRPC server (ModuleService, EntityService, health, reflection).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpcConfig {
+    /// Whether to serve gRPC at all.
+    pub enabled: bool,
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// The URL the orchestrator reaches this server at; derived from `listen` if unset.
+    pub public_url: Option<String>,
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: SocketAddr::from(([0, 0, 0, 0], 50051)),
+            public_url: None,
+        }
+    }
+}
+
+/// `[cluster]`: the shared secret of the cluster.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Authenticates gRPC calls both ways and signs redirect tickets. Unset: a standalone
+    /// edge that accepts no gRPC calls and no tickets.
+    pub token: Option<String>,
+}
+
+/// `[orchestrator]`: where this edge reports.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OrchestratorConfig {
+    /// The orchestrator's HTTP base URL (the relay asks it where a stream is). Unset: no relay.
+    pub url: Option<String>,
+    /// The orchestrator's gRPC URL (EventService). Unset: the edge reports to no one.
+    pub grpc: Option<String>,
+    /// Seconds between load heartbeats.
+    pub heartbeat_secs: f64,
+}
+
+impl Default for OrchestratorConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            grpc: None,
+            heartbeat_secs: 1.0,
+        }
+    }
+}
+
+/// `[node]`: who this edge is in the cluster.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// Stable id; the host name when unset.
+    pub id: Option<String>,
+    /// Placement label for "nearest" selection.
+    pub region: String,
+    /// Base URL publishers and viewers reach; `[http] public_url` or the listen address when
+    /// unset.
+    pub public_url: Option<String>,
+    /// `"ingest"` (takes publishers), `"edge"` (serves viewers, relays), or both.
+    pub roles: Vec<NodeRole>,
+    /// End viewers this node takes; 0: none of its own (relay pulls from other edges are
+    /// still served). Unset: no limit.
+    pub max_viewers: Option<u32>,
+    /// Egress ceiling the orchestrator measures load against; 0: no limit.
+    pub max_egress_mbps: u64,
+    /// Publishers this node takes; unset: no limit.
+    pub max_publishers: Option<u32>,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            id: None,
+            region: String::new(),
+            public_url: None,
+            roles: vec![NodeRole::Ingest, NodeRole::Edge],
+            max_viewers: None,
+            max_egress_mbps: 0,
+            max_publishers: None,
+        }
+    }
+}
+
+/// What a node is for.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeRole {
+    /// Takes publishers (WHIP, RTMP, FTL).
+    Ingest,
+    /// Serves viewers and pulls streams it lacks from other edges.
+    Edge,
+}
+
+/// `[relay]`: pulling streams from other edges.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelaySettings {
+    /// Whether a viewer of a missing stream makes this edge pull it (needs `[orchestrator] url`
+    /// and `[cluster] token`).
+    pub enabled: bool,
+    /// How long a pull outlives its last local viewer.
+    pub idle_grace_secs: u64,
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            idle_grace_secs: 30,
+        }
+    }
 }
 
 /// `[http]`
@@ -73,76 +202,32 @@ pub enum LogFormat {
 }
 
 /// Why the configuration cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("reading {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The file, an environment override or a flag is not valid.
-    #[error("{0}")]
-    Invalid(String),
-}
+pub type ConfigError = ConfigFileError;
 
-/// Environment variables override keys: `WAVEGUIDE_WEBRTC_UDP_PORT=9000` sets `webrtc.udp_port`.
-const ENV_PREFIX: &str = "WAVEGUIDE_";
+/// The sections environment variables may set.
+const ENV_SECTIONS: &[&str] = &[
+    "http",
+    "webrtc",
+    "service",
+    "viewers",
+    "log",
+    "ftl",
+    "rtmp",
+    "grpc",
+    "cluster",
+    "orchestrator",
+    "node",
+    "relay",
+];
 
 /// Reads the file (if any), applies environment overrides, then checks every key.
 pub fn load(
     path: Option<&std::path::Path>,
     env: impl Iterator<Item = (String, String)>,
 ) -> Result<EdgeConfig, ConfigError> {
-    let text = match path {
-        Some(p) => std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
-            path: p.to_owned(),
-            source,
-        })?,
-        None => String::new(),
-    };
-    let mut table: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| ConfigError::Invalid(format!("config file: {e}")))?;
-    for (name, value) in env {
-        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
-            continue;
-        };
-        let Some((section, key)) = rest.split_once('_') else {
-            continue;
-        };
-        let section = section.to_ascii_lowercase();
-        if !matches!(
-            section.as_str(),
-            "http" | "webrtc" | "service" | "viewers" | "log" | "ftl" | "rtmp"
-        ) {
-            continue;
-        }
-        let key = key.to_ascii_lowercase();
-        let entry = table
-            .entry(section.clone())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        let toml::Value::Table(section_table) = entry else {
-            return Err(ConfigError::Invalid(format!("`{section}` must be a table")));
-        };
-        section_table.insert(key, env_value(&value));
-    }
+    let table = read_with_env(path, env, ENV_SECTIONS)?;
     EdgeConfig::deserialize(toml::Value::Table(table))
         .map_err(|e| ConfigError::Invalid(format!("config: {e}")))
-}
-
-/// An environment value as TOML: numbers, booleans and arrays keep their type, anything else
-/// is a string.
-fn env_value(raw: &str) -> toml::Value {
-    let wrapped = format!("v = {raw}");
-    match wrapped.parse::<toml::Table>() {
-        Ok(mut t) => t
-            .remove("v")
-            .unwrap_or_else(|| toml::Value::String(raw.to_owned())),
-        Err(_) => toml::Value::String(raw.to_owned()),
-    }
 }
 
 #[cfg(test)]
@@ -179,6 +264,45 @@ mod tests {
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/edge.example.toml");
         let c = load(Some(&path), std::iter::empty()).unwrap();
         assert_eq!(c.webrtc.udp_port, 8189);
+    }
+
+    /// The cluster keys exactly as the issue and the README show them.
+    #[test]
+    fn cluster_config_loads() {
+        let text = r#"
+[http]
+listen = "127.0.0.1:18081"
+[grpc]
+listen = "127.0.0.1:15061"
+[rtmp]
+listen = "127.0.0.1:11936"
+[ftl]
+listen = "127.0.0.1:18084"
+[webrtc]
+udp_port = 18200
+public_ip = "127.0.0.1"
+[cluster]
+token = "cluster-secret"
+[orchestrator]
+url = "http://127.0.0.1:18090"
+grpc = "http://127.0.0.1:15052"
+[node]
+id = "edge-a"
+region = "eu"
+public_url = "http://127.0.0.1:18081"
+roles = ["ingest"]
+max_viewers = 0
+max_egress_mbps = 1000
+"#;
+        let dir = std::env::temp_dir().join(format!("wg-cluster-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("edge.toml");
+        std::fs::write(&file, text).unwrap();
+        let c = load(Some(&file), std::iter::empty()).unwrap();
+        assert_eq!(c.node.roles, vec![NodeRole::Ingest]);
+        assert_eq!(c.node.max_viewers, Some(0));
+        assert_eq!(c.cluster.token.as_deref(), Some("cluster-secret"));
+        assert_eq!(c.grpc.listen.port(), 15061);
     }
 
     #[test]

@@ -2,21 +2,29 @@
 //! of WebRTC UDP ports, wired around the control's engine.
 
 mod api;
+mod cluster;
 mod config;
+mod grpc;
 mod router;
 
 use anyhow::Context;
 use clap::Parser;
+use cluster::Stop;
+use cluster::node::{BoundAddrs, NodeIdentity};
+use cluster::reporter::{self, ReporterHandle, Target};
 use config::{EdgeConfig, LogFormat};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tracing::{info, warn};
 use waveguide_control::Engine;
+use waveguide_control::cluster::TicketKey;
 use waveguide_control::http::SignalingState;
 use waveguide_control::service::{Service, ServiceKind};
 use waveguide_control::stream::Streams;
+use waveguide_inputs::relay::{Relay, RelayConfig};
 
 const CONFIG_HELP: &str = "\
 Config file keys (TOML; env WAVEGUIDE_<SECTION>_<KEY> overrides each; see deploy/edge.example.toml):
@@ -29,6 +37,13 @@ Config file keys (TOML; env WAVEGUIDE_<SECTION>_<KEY> overrides each; see deploy
   [viewers]  reconnect_grace_secs (15), queue_packets (4096)
   [ftl]      enabled (true), listen (0.0.0.0:8084), media_port (8085)
   [rtmp]     enabled (true), listen (0.0.0.0:1935); publish to rtmp://HOST:1935/live/<stream key>
+  [grpc]     enabled (true), listen (0.0.0.0:50051), public_url (derived from listen)
+  [cluster]  token (gRPC auth both ways + redirect tickets; unset = standalone)
+  [orchestrator] url (HTTP, for relay), grpc (EventService), heartbeat_secs (1)
+  [node]     id (host name), region, public_url, roles ([\"ingest\", \"edge\"]),
+             max_viewers (unset = no limit; 0 = relay pulls only), max_egress_mbps (0 = no limit),
+             max_publishers (unset = no limit)
+  [relay]    enabled (true), idle_grace_secs (30)
   [log]      format (\"text\" | \"json\"), filter (tracing filter; RUST_LOG wins)";
 
 /// Waveguide edge node: publish over WHIP, watch over WHEP.
@@ -64,32 +79,43 @@ fn main() -> anyhow::Result<()> {
     if cli.log_json {
         config.log.format = LogFormat::Json;
     }
-    init_logging(&config);
+    let log = init_logging(&config);
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?
-        .block_on(run(config))
+        .block_on(run(config, log))
 }
 
 /// The engine's dependencies log every unusual DTLS extension and state change at info/warn;
 /// the edge reports what matters itself.
 const DEFAULT_LOG_FILTER: &str = "info,rtc=warn,rtc_dtls=error,rtc_ice=warn,rtc_srtp=warn";
 
-fn init_logging(config: &EdgeConfig) {
+/// Installs the subscriber; returns the switch `ModuleService.Configure` changes the filter with.
+fn init_logging(config: &EdgeConfig) -> grpc::LogReload {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(
             config.log.filter.as_deref().unwrap_or(DEFAULT_LOG_FILTER),
         )
     });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
     match config.log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Json => registry
+            .with(tracing_subscriber::fmt::layer().json())
+            .init(),
+        LogFormat::Text => registry.with(tracing_subscriber::fmt::layer()).init(),
     }
+    Arc::new(move |directives: &str| {
+        let filter = tracing_subscriber::EnvFilter::try_new(directives)
+            .map_err(|e| format!("log filter `{directives}`: {e}"))?;
+        handle.reload(filter).map_err(|e| e.to_string())
+    })
 }
 
-async fn run(config: EdgeConfig) -> anyhow::Result<()> {
+async fn run(config: EdgeConfig, log: grpc::LogReload) -> anyhow::Result<()> {
     let metrics = PrometheusBuilder::new()
         .set_buckets_for_metric(
             metrics_exporter_prometheus::Matcher::Full("waveguide_join_seconds".into()),
@@ -100,11 +126,19 @@ async fn run(config: EdgeConfig) -> anyhow::Result<()> {
         .context("histogram buckets")?
         .install_recorder()
         .context("installing the metrics recorder")?;
-    let service = Service::new(config.service.clone()).map_err(anyhow::Error::msg)?;
+    let mut service = Service::new(config.service.clone()).map_err(anyhow::Error::msg)?;
+    let token = config.cluster.token.clone().filter(|t| !t.is_empty());
+    if let Some(token) = &token {
+        service = service.with_tickets(TicketKey::new(token));
+    }
     let streams = Arc::new(Streams::default());
     let engine = Engine::start(&config.webrtc, &config.viewers, service, streams)
         .await
         .context("starting the WebRTC engine")?;
+    engine.limits().set_max_viewers(config.node.max_viewers);
+    engine
+        .limits()
+        .set_max_publishers(config.node.max_publishers);
     let state = SignalingState {
         engine: Arc::clone(&engine),
         public_url: config.http.public_url.clone(),
@@ -130,16 +164,120 @@ async fn run(config: EdgeConfig) -> anyhow::Result<()> {
             .with_context(|| format!("binding RTMP {}", config.rtmp.listen))?;
         tokio::spawn(waveguide_inputs::rtmp::serve(rtmp, Arc::clone(&engine)));
     }
+    let grpc_listener = if config.grpc.enabled {
+        Some(
+            tokio::net::TcpListener::bind(config.grpc.listen)
+                .await
+                .with_context(|| format!("binding gRPC {}", config.grpc.listen))?,
+        )
+    } else {
+        None
+    };
+    let bound = BoundAddrs {
+        http: listener.local_addr()?,
+        grpc: grpc_listener.as_ref().and_then(|l| l.local_addr().ok()),
+    };
+    let identity = NodeIdentity::new(&config, bound);
+    let stop = Stop::default();
+    let reporter = start_reporter(&config, &engine, &identity, token.as_deref(), &stop)?;
+    start_relay(&config, &engine, identity.id(), token.as_deref());
+    if let Some(grpc_listener) = grpc_listener {
+        if token.is_none() {
+            warn!(
+                "no [cluster] token: every waveguide.v1 gRPC call will be refused (health stays open)"
+            );
+        }
+        let state = grpc::NodeState {
+            engine: Arc::clone(&engine),
+            identity: identity.clone(),
+            reporter: reporter.as_ref().map(|(h, _)| h.clone()),
+            stop: stop.clone(),
+            log,
+            default_grace: Duration::from_secs(30),
+            started: Instant::now(),
+        };
+        let token = token.clone().unwrap_or_default();
+        tokio::spawn(async move {
+            if let Err(e) = grpc::serve(grpc_listener, state, token).await {
+                tracing::error!("gRPC stopped: {e}");
+            }
+        });
+    }
     announce(&config, &engine, listener.local_addr()?);
+    info!(node = %identity.id(), "edge ready");
+    let signal_stop = stop.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        signal_stop.stop();
+    });
+    let http_stop = stop.clone();
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown_signal())
+    .with_graceful_shutdown(async move { http_stop.stopped().await })
     .await
     .context("HTTP server")?;
+    if let Some((_, task)) = reporter {
+        // The reporter says NodeDown on the same stop; give it a moment, never forever.
+        let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+    }
     info!("stopped");
     Ok(())
+}
+
+/// Starts reporting to the orchestrator when `[orchestrator] grpc` and `[cluster] token` are set.
+fn start_reporter(
+    config: &EdgeConfig,
+    engine: &Arc<Engine>,
+    identity: &NodeIdentity,
+    token: Option<&str>,
+    stop: &Stop,
+) -> anyhow::Result<Option<(ReporterHandle, tokio::task::JoinHandle<()>)>> {
+    let Some(url) = config.orchestrator.grpc.clone() else {
+        return Ok(None);
+    };
+    let Some(token) = token else {
+        warn!("[orchestrator] grpc is set but [cluster] token is not: not reporting");
+        return Ok(None);
+    };
+    let interval = Duration::from_secs_f64(config.orchestrator.heartbeat_secs.clamp(0.1, 60.0));
+    let started = reporter::spawn(
+        Arc::clone(engine),
+        identity.clone(),
+        token.to_owned(),
+        Target { url, interval },
+        stop.clone(),
+    )
+    .map_err(anyhow::Error::msg)?;
+    Ok(Some(started))
+}
+
+/// Lets viewers of a stream this edge lacks pull it from the edge that has it.
+fn start_relay(config: &EdgeConfig, engine: &Arc<Engine>, node_id: &str, token: Option<&str>) {
+    let (true, Some(url), Some(token)) = (config.relay.enabled, &config.orchestrator.url, token)
+    else {
+        return;
+    };
+    let bind_ip = config
+        .webrtc
+        .public_ip
+        .filter(|ip| config.webrtc.bind_ips.is_empty() || config.webrtc.bind_ips.contains(ip))
+        .or_else(|| config.webrtc.bind_ips.first().copied())
+        .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+    let relay = Relay::new(
+        Arc::clone(engine),
+        RelayConfig {
+            orchestrator_url: url.trim_end_matches('/').to_owned(),
+            cluster_token: token.to_owned(),
+            node_id: node_id.to_owned(),
+            idle_grace: Duration::from_secs(config.relay.idle_grace_secs),
+            reconnect_grace: config.viewers.reconnect_grace(),
+            bind_ip,
+        },
+    );
+    engine.set_upstream(relay);
+    info!(orchestrator = %url, "relay on: streams this edge lacks are pulled from other edges");
 }
 
 fn announce(config: &EdgeConfig, engine: &Engine, bound: SocketAddr) {

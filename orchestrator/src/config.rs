@@ -1,38 +1,136 @@
-//! The orchestrator's configuration file (`--config FILE`, TOML).
+//! The orchestrator's configuration: one TOML file (`--config FILE`), every key overridable by a
+//! `WAVEGUIDE_<SECTION>_<KEY>` environment variable (`WAVEGUIDE_CLUSTER_TOKEN=...`), the common
+//! ones by flags (applied by `main`). Precedence: flags > environment > file > defaults.
 //!
-//! Owns the typed shape of the file and its loading; precedence between the file, environment
-//! variables and flags is decided in `main`. Unknown keys are refused so a typo is reported
-//! instead of silently ignored.
+//! Owns the typed shape of the file, its loading and its validation. Unknown keys are refused
+//! (the error names them) so a typo is reported at start instead of silently ignored.
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
 
 use serde::Deserialize;
+use waveguide_control::config_file::{ConfigFileError, read_with_env};
+use waveguide_control::service::ServiceConfig;
 
-/// The HTTP address used when neither the file nor a flag sets one.
-pub const DEFAULT_HTTP_LISTEN: SocketAddr =
-    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8090));
+use crate::region::{RegionRule, Regions};
+use crate::store::StoreConfig;
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Every key, for `--help`.
+pub const CONFIG_HELP: &str = "\
+Config file keys (TOML; env WAVEGUIDE_<SECTION>_<KEY> overrides each; see deploy/orchestrator.example.toml):
+  [http]     listen (0.0.0.0:8090), cors_origins ([] = any)
+  [grpc]     listen (0.0.0.0:50052): EventService, grpc.health.v1, reflection
+  [cluster]  token (required: gRPC auth and redirect tickets), heartbeat_secs (1; a node silent
+             for 3 heartbeats is dropped), ticket_ttl_secs (60)
+  [admin]    token (bearer token of the admin endpoints; default: the cluster token)
+  [service]  as on the edge: kind (\"open\" | \"static\" | \"webhook\"), [[service.streams]] name,
+             key | key_sha256; webhook: url, timeout_ms (2000), cache_ttl_secs (30)
+  [store]    kind (\"memory\" | \"redis\"), url (redis://127.0.0.1:6379), prefix (\"waveguide:\")
+  [[regions]] cidr = \"10.0.0.0/8\", region = \"eu\" (client network -> preferred region)
+  [log]      format (\"text\" | \"json\"), filter (tracing filter; RUST_LOG wins)";
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Config {
-    #[serde(default)]
     pub http: HttpConfig,
-    #[serde(default)]
+    pub grpc: GrpcConfig,
+    pub cluster: ClusterConfig,
+    pub admin: AdminConfig,
+    pub service: ServiceConfig,
+    pub store: StoreConfig,
+    pub regions: Vec<RegionRule>,
     pub log: LogConfig,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `[http]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
-    /// Where `/healthz`, `/readyz` and `/metrics` are served; [`DEFAULT_HTTP_LISTEN`] if unset.
-    pub listen: Option<SocketAddr>,
+    /// WHIP/WHEP redirects, the REST API, health and metrics.
+    pub listen: SocketAddr,
+    /// Origins allowed by CORS; empty means any (`*`).
+    pub cors_origins: Vec<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8090)),
+            cors_origins: Vec::new(),
+        }
+    }
+}
+
+/// `[grpc]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpcConfig {
+    /// `waveguide.v1.EventService`, `grpc.health.v1.Health` and reflection.
+    pub listen: SocketAddr,
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 50052)),
+        }
+    }
+}
+
+/// `[cluster]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// The shared secret of orchestrators and edges: gRPC auth and redirect tickets.
+    pub token: String,
+    /// The heartbeat interval asked of nodes; a node silent for three is dropped.
+    pub heartbeat_secs: u64,
+    /// How long a redirect ticket stays valid.
+    pub ticket_ttl_secs: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            token: String::new(),
+            heartbeat_secs: 1,
+            ticket_ttl_secs: 60,
+        }
+    }
+}
+
+impl ClusterConfig {
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_secs(self.heartbeat_secs)
+    }
+
+    /// Three heartbeats: how long a silent node is kept.
+    pub fn node_expiry(&self) -> Duration {
+        self.heartbeat() * 3
+    }
+
+    pub fn ticket_ttl(&self) -> Duration {
+        Duration::from_secs(self.ticket_ttl_secs)
+    }
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Bearer token of the admin endpoints; the cluster token when unset.
+    pub token: Option<String>,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
-    pub format: Option<LogFormat>,
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info,waveguide_orchestrator=debug`; `RUST_LOG` wins.
+    pub filter: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -43,63 +141,171 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    #[error("cannot read config file {path}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    /// The source (toml's message) names the offending key and line.
-    #[error("invalid config file {path}")]
-    Parse {
-        path: PathBuf,
-        source: toml::de::Error,
-    },
-}
+/// Why the configuration cannot be used.
+pub type ConfigError = ConfigFileError;
+
+/// The sections an environment variable may set (`[[regions]]` is a list: file only).
+const ENV_SECTIONS: &[&str] = &[
+    "http", "grpc", "cluster", "admin", "service", "store", "log",
+];
 
 impl Config {
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::parse(&text).map_err(|source| ConfigError::Parse {
-            path: path.to_owned(),
-            source,
-        })
+    /// Reads the file (if any) and applies environment overrides. Call [`Config::validate`]
+    /// once flags are applied too.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl Iterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let table = read_with_env(path, env, ENV_SECTIONS)?;
+        Config::deserialize(toml::Value::Table(table))
+            .map_err(|e| ConfigError::Invalid(format!("config: {e}")))
     }
 
-    fn parse(text: &str) -> Result<Self, toml::de::Error> {
-        toml::from_str(text)
+    /// Refuses what cannot run: no cluster token, a zero interval, a bad region network.
+    pub fn validate(&self) -> Result<Regions, ConfigError> {
+        if self.cluster.token.trim().is_empty() {
+            return Err(ConfigError::Invalid(
+                "cluster.token is required (the secret shared with every edge: gRPC auth and \
+                 redirect tickets); set it in [cluster] or WAVEGUIDE_CLUSTER_TOKEN"
+                    .to_owned(),
+            ));
+        }
+        if self.cluster.heartbeat_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "cluster.heartbeat_secs must be at least 1".to_owned(),
+            ));
+        }
+        if self.cluster.ticket_ttl_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "cluster.ticket_ttl_secs must be at least 1".to_owned(),
+            ));
+        }
+        if self
+            .admin
+            .token
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            return Err(ConfigError::Invalid(
+                "admin.token is empty; remove it to use the cluster token".to_owned(),
+            ));
+        }
+        Regions::new(&self.regions).map_err(ConfigError::Invalid)
+    }
+
+    /// The admin bearer token: `[admin] token`, else the cluster token.
+    pub fn admin_token(&self) -> &str {
+        self.admin.token.as_deref().unwrap_or(&self.cluster.token)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::StoreKind;
 
-    #[test]
-    fn empty_file_is_all_defaults() {
-        let config = Config::parse("").unwrap();
-        assert_eq!(config.http.listen, None);
-        assert_eq!(config.log.format, None);
+    fn env(pairs: &[(&str, &str)]) -> impl Iterator<Item = (String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        let dir = std::env::temp_dir().join(format!(
+            "wg-orchestrator-config-{}-{}",
+            std::process::id(),
+            text.len()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("orchestrator.toml");
+        std::fs::write(&file, text).unwrap();
+        Config::load(Some(&file), std::iter::empty())
     }
 
     #[test]
-    fn reads_every_key() {
-        let config =
-            Config::parse("[http]\nlisten = \"0.0.0.0:9000\"\n[log]\nformat = \"json\"\n").unwrap();
-        assert_eq!(config.http.listen, Some("0.0.0.0:9000".parse().unwrap()));
-        assert_eq!(config.log.format, Some(LogFormat::Json));
+    fn defaults_need_a_cluster_token() {
+        let config = Config::load(None, std::iter::empty()).unwrap();
+        assert_eq!(
+            config.http.listen,
+            "0.0.0.0:8090".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(
+            config.grpc.listen,
+            "0.0.0.0:50052".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(config.cluster.heartbeat_secs, 1);
+        assert_eq!(config.cluster.ticket_ttl_secs, 60);
+        assert_eq!(config.store.kind, StoreKind::Memory);
+        assert_eq!(config.store.url, "redis://127.0.0.1:6379");
+        assert_eq!(config.store.prefix, "waveguide:");
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("cluster.token"), "{err}");
+    }
+
+    #[test]
+    fn file_and_environment_merge() {
+        let dir = std::env::temp_dir().join(format!("wg-orch-env-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("o.toml");
+        std::fs::write(
+            &file,
+            "[cluster]\ntoken = \"from-file\"\n[store]\nkind = \"redis\"\n\
+             [[regions]]\ncidr = \"10.0.0.0/8\"\nregion = \"eu\"\n",
+        )
+        .unwrap();
+        let config = Config::load(
+            Some(&file),
+            env(&[
+                ("WAVEGUIDE_CLUSTER_TOKEN", "from-env"),
+                ("WAVEGUIDE_CLUSTER_HEARTBEAT_SECS", "2"),
+                ("WAVEGUIDE_GRPC_LISTEN", "127.0.0.1:15052"),
+                ("WAVEGUIDE_STORE_PREFIX", "test:"),
+                ("WAVEGUIDE_CONFIG", "ignored.toml"),
+                ("WAVEGUIDE_WEBRTC_UDP_PORT", "9000"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.cluster.token, "from-env");
+        assert_eq!(config.cluster.node_expiry(), Duration::from_secs(6));
+        assert_eq!(config.grpc.listen.port(), 15052);
+        assert_eq!(config.store.kind, StoreKind::Redis);
+        assert_eq!(config.store.prefix, "test:");
+        assert_eq!(config.admin_token(), "from-env");
+        let regions = config.validate().unwrap();
+        assert_eq!(regions.region_of("10.9.9.9".parse().unwrap()), Some("eu"));
     }
 
     #[test]
     fn unknown_keys_and_bad_values_name_the_key() {
-        let err = Config::parse("[http]\nlisten_addr = \"0.0.0.0:9000\"\n").unwrap_err();
-        assert!(err.to_string().contains("listen_addr"), "{err}");
-        let err = Config::parse("[http]\nlisten = \"nowhere\"\n").unwrap_err();
-        assert!(err.to_string().contains("listen"), "{err}");
+        let err = parse("[http]\nlisten_addr = \"0.0.0.0:9000\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listen_addr"), "{err}");
+        let err = parse("[store]\nkind = \"etcd\"\n").unwrap_err().to_string();
+        assert!(err.contains("etcd"), "{err}");
+        let err = Config::load(None, env(&[("WAVEGUIDE_CLUSTER_TOKN", "x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tokn"), "{err}");
+        let config =
+            parse("[cluster]\ntoken = \"t\"\n[[regions]]\ncidr = \"nope\"\nregion = \"eu\"\n")
+                .unwrap();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("nope"), "{err}");
+    }
+
+    /// The documented example must stay loadable, key for key.
+    #[test]
+    fn example_config_loads() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/orchestrator.example.toml");
+        let config = Config::load(Some(&path), std::iter::empty()).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.http.listen.port(), 8090);
+        assert_eq!(config.grpc.listen.port(), 50052);
+        assert!(!config.regions.is_empty());
+        assert_eq!(config.admin_token(), "change-me-admin");
     }
 }

@@ -1,50 +1,147 @@
-//! The orchestrator's HTTP surface: today liveness, readiness and Prometheus metrics.
+//! The orchestrator's HTTP server on `[http] listen`: assembles the routes (WHIP/WHEP
+//! redirects, REST API, OpenAPI document, liveness, readiness, metrics) behind CORS.
 //!
-//! Owns the routes and their handlers. Does not own the listener, the metrics recorder (installed
-//! once per process by `main`) or the decision of when the process is ready.
+//! Owns the route table, the CORS policy and the state every handler shares. The handlers
+//! themselves live in `redirect` and `api`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use waveguide_control::cluster::{TicketKey, bearer_matches};
+use waveguide_control::service::Service;
+
+use crate::error::Error;
+use crate::node::now_ms;
+use crate::node_client::NodeClients;
+use crate::readiness::Readiness;
+use crate::region::Regions;
+use crate::select::Freshness;
+use crate::store::Store;
+use crate::{api, openapi, redirect, telemetry};
 
 pub const HEALTHZ_PATH: &str = "/healthz";
 pub const READYZ_PATH: &str = "/readyz";
 pub const METRICS_PATH: &str = "/metrics";
 
-/// Whether the process accepts work. Starts false; `main` sets it once serving and clears it
-/// when shutdown begins, so a load balancer stops sending requests before the listener closes.
-#[derive(Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+/// Requests are redirected, not read; a WHIP offer is a few KiB.
+const MAX_BODY_BYTES: usize = 256 * 1024;
+/// How long browsers may cache a preflight answer.
+const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(3600);
 
-impl Readiness {
-    pub fn set(&self, ready: bool) {
-        // A lone flag that orders no other memory: Relaxed is enough.
-        self.0.store(ready, Ordering::Relaxed);
-    }
-
-    pub fn get(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
+/// What every handler shares. Cheap to clone.
 #[derive(Clone)]
 pub struct HttpState {
+    pub store: Store,
+    pub service: Arc<Service>,
+    pub tickets: TicketKey,
+    pub ticket_ttl: Duration,
+    pub cluster_token: Arc<str>,
+    pub admin_token: Arc<str>,
+    pub regions: Arc<Regions>,
+    pub clients: Arc<NodeClients>,
     pub metrics: PrometheusHandle,
     pub readiness: Readiness,
 }
 
-pub fn router(state: HttpState) -> Router {
+impl HttpState {
+    /// Freshness as of now: a node heard from within the store's expiry.
+    pub fn freshness(&self) -> Freshness {
+        Freshness {
+            now_ms: now_ms(),
+            max_age_ms: u64::try_from(self.store.expiry().as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// Refuses a request without `Authorization: Bearer <admin token>`.
+    pub fn require_admin(&self, headers: &HeaderMap) -> Result<(), Error> {
+        let header = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if bearer_matches(header, &self.admin_token) {
+            Ok(())
+        } else {
+            Err(Error::Unauthenticated)
+        }
+    }
+}
+
+pub fn router(state: HttpState, cors_origins: &[String]) -> Router {
+    let api = Router::new()
+        .route("/api/v1/openapi.json", get(openapi::document))
+        .route("/api/v1/nodes", get(api::nodes))
+        .route("/api/v1/nodes/{id}", get(api::node))
+        .route("/api/v1/nodes/{id}/drain", post(api::drain))
+        .route("/api/v1/nodes/{id}/undrain", post(api::undrain))
+        .route("/api/v1/streams", get(api::streams))
+        .route(
+            "/api/v1/streams/{name}",
+            get(api::stream).delete(api::end_stream),
+        );
     Router::new()
+        .route("/whip", post(redirect::whip))
+        .route("/whip/{stream}", post(redirect::whip_named))
+        .route("/whep/{stream}", post(redirect::whep))
+        .merge(api)
         .route(HEALTHZ_PATH, get(healthz))
         .route(READYZ_PATH, get(readyz))
         .route(METRICS_PATH, get(metrics))
+        .fallback(not_found)
         .with_state(state)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(cors(cors_origins))
+        .layer(middleware::map_response(preflight_no_content))
+}
+
+/// What browsers need for a cross-origin WHIP/WHEP POST that is redirected to an edge: the
+/// preflight allows the methods and headers of WHIP/WHEP, and every response (the 307 too)
+/// carries `Access-Control-Allow-Origin` and exposes `Location`, `ETag` and `Link`.
+fn cors(origins: &[String]) -> CorsLayer {
+    let origins = if origins.is_empty() {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(origins)
+        .allow_methods([
+            Method::POST,
+            Method::GET,
+            Method::DELETE,
+            Method::PATCH,
+            Method::OPTIONS,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::IF_MATCH,
+        ])
+        .expose_headers([header::LOCATION, header::ETAG, header::LINK])
+        .max_age(PREFLIGHT_MAX_AGE)
+}
+
+/// Answers a CORS preflight with `204 No Content` (tower-http's layer says `200` with an empty
+/// body); WHIP/WHEP clients and their tests expect 204.
+async fn preflight_no_content(mut response: Response) -> Response {
+    if response.status() == StatusCode::OK
+        && response
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_ALLOW_METHODS)
+    {
+        *response.status_mut() = StatusCode::NO_CONTENT;
+    }
+    response
+}
+
+async fn not_found() -> (StatusCode, &'static str) {
+    (StatusCode::NOT_FOUND, "not found\n")
 }
 
 /// Alive: the process answers HTTP. Says nothing about readiness.
@@ -52,8 +149,9 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
+/// Ready: the node registry answers and gRPC is listening.
 async fn readyz(State(state): State<HttpState>) -> (StatusCode, &'static str) {
-    if state.readiness.get() {
+    if state.readiness.is_ready() {
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
@@ -61,6 +159,9 @@ async fn readyz(State(state): State<HttpState>) -> (StatusCode, &'static str) {
 }
 
 async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
+    if let Ok(nodes) = state.store.nodes().await {
+        telemetry::set_registry_gauges(&nodes);
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -68,54 +169,4 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
         )],
         state.metrics.render(),
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use metrics_exporter_prometheus::PrometheusBuilder;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::{TcpListener, TcpStream};
-
-    /// One HTTP/1.1 request over a fresh connection; returns the status code and the body.
-    async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.unwrap();
-        let status = response[9..12].parse().unwrap();
-        let body = response.split_once("\r\n\r\n").unwrap().1.to_owned();
-        (status, body)
-    }
-
-    #[tokio::test]
-    async fn health_readiness_and_metrics() {
-        // A recorder of its own: the global one belongs to the process, not to a test.
-        let recorder = PrometheusBuilder::new().build_recorder();
-        let handle = recorder.handle();
-        metrics::with_local_recorder(&recorder, || {
-            metrics::gauge!("waveguide_orchestrator_build_info").set(1.0);
-        });
-        let readiness = Readiness::default();
-        let app = router(HttpState {
-            metrics: handle,
-            readiness: readiness.clone(),
-        });
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-
-        assert_eq!(get(addr, HEALTHZ_PATH).await.0, 200);
-        assert_eq!(get(addr, READYZ_PATH).await.0, 503);
-        readiness.set(true);
-        assert_eq!(get(addr, READYZ_PATH).await.0, 200);
-        let (status, body) = get(addr, METRICS_PATH).await;
-        assert_eq!(status, 200);
-        assert!(
-            body.contains("waveguide_orchestrator_build_info 1"),
-            "{body}"
-        );
-        assert_eq!(get(addr, "/whep/demo").await.0, 404);
-    }
 }

@@ -58,6 +58,40 @@ pub fn http_client() -> reqwest::blocking::Client {
         .expect("build reqwest client")
 }
 
+fn spawn_edge(bin: &Path, config_path: &Path, log: &Path) -> Child {
+    let out = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap_or_else(|e| panic!("open {}: {e}", log.display()));
+    let err = out.try_clone().expect("clone log handle");
+    Command::new(bin)
+        .arg("--config")
+        .arg(config_path)
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        // Plain text in the log file, no colour escapes.
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()))
+}
+
+/// The port of `[section] listen` when the caller set it.
+fn listen_port(root: &toml::Table, section: &str) -> Option<u16> {
+    root.get(section)?
+        .get("listen")?
+        .as_str()?
+        .rsplit_once(':')?
+        .1
+        .parse()
+        .ok()
+}
+
 fn set_path(root: &mut toml::Table, table: &str, key: &str, value: toml::Value, overwrite: bool) {
     let section = root
         .entry(table)
@@ -75,9 +109,11 @@ pub struct EdgeProcess {
     child: Child,
     http_port: u16,
     udp_port: u16,
+    grpc_port: u16,
+    rtmp_port: u16,
     log: PathBuf,
     config_path: PathBuf,
-    _turn: MutexGuard<'static, ()>,
+    _turn: Option<MutexGuard<'static, ()>>,
 }
 
 impl EdgeProcess {
@@ -85,7 +121,17 @@ impl EdgeProcess {
     /// waits until `GET /healthz` answers 200. Panics with the log tail if it does not within
     /// 20 s or the process exits.
     pub fn start(config_toml: &str) -> EdgeProcess {
-        let turn = crate::exclusive();
+        Self::spawn(config_toml, Some(crate::exclusive()))
+    }
+
+    /// Starts one edge of a cluster test, which holds [`crate::exclusive`] itself for all its
+    /// processes. The caller's `[http] listen` and `[grpc] listen` are kept when set (a
+    /// cluster config names the URLs others reach it at); free ports otherwise.
+    pub fn start_member(config_toml: &str) -> EdgeProcess {
+        Self::spawn(config_toml, None)
+    }
+
+    fn spawn(config_toml: &str, turn: Option<MutexGuard<'static, ()>>) -> EdgeProcess {
         let bin = edge_binary();
         assert!(
             bin.is_file(),
@@ -94,17 +140,28 @@ impl EdgeProcess {
             bin.display()
         );
 
-        let http_port = ports::free_port();
-        let udp_port = ports::free_port_block(SHARDS);
         let mut root: toml::Table = config_toml
             .parse()
             .unwrap_or_else(|e| panic!("test config is not valid TOML: {e}\n{config_toml}"));
         let s = |v: &str| toml::Value::String(v.to_owned());
+        let keep_listen = turn.is_none();
+        let http_port = listen_port(&root, "http").filter(|_| keep_listen);
+        let http_port = http_port.unwrap_or_else(ports::free_port);
+        let udp_port = ports::free_port_block(SHARDS);
         set_path(
             &mut root,
             "http",
             "listen",
             s(&format!("127.0.0.1:{http_port}")),
+            true,
+        );
+        let grpc_port = listen_port(&root, "grpc").filter(|_| keep_listen);
+        let grpc_port = grpc_port.unwrap_or_else(ports::free_port);
+        set_path(
+            &mut root,
+            "grpc",
+            "listen",
+            s(&format!("127.0.0.1:{grpc_port}")),
             true,
         );
         set_path(
@@ -155,43 +212,50 @@ impl EdgeProcess {
             s(&format!("127.0.0.1:{rtmp_port}")),
             false,
         );
+        let rtmp_port = listen_port(&root, "rtmp").unwrap_or(rtmp_port);
         let config = toml::to_string(&root).expect("serialize config");
 
         let log = new_log_path("edge");
         let config_path = log.with_extension("toml");
         std::fs::write(&config_path, &config)
             .unwrap_or_else(|e| panic!("write {}: {e}", config_path.display()));
-        let out = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap_or_else(|e| panic!("open {}: {e}", log.display()));
-        let err = out.try_clone().expect("clone log handle");
-        let child = Command::new(&bin)
-            .arg("--config")
-            .arg(&config_path)
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            // Plain text in the log file, no colour escapes.
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
-
+        let child = spawn_edge(&bin, &config_path, &log);
         let mut edge = EdgeProcess {
             child,
             http_port,
             udp_port,
+            grpc_port,
+            rtmp_port,
             log,
             config_path,
             _turn: turn,
         };
         edge.wait_healthy();
         edge
+    }
+
+    /// Kills the edge with SIGKILL (no goodbye to anyone) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the edge again with the same config and ports (after [`Self::kill`]); the log
+    /// file continues.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = spawn_edge(&edge_binary(), &self.config_path, &self.log);
+        self.wait_healthy();
+    }
+
+    /// The gRPC port.
+    pub fn grpc_port(&self) -> u16 {
+        self.grpc_port
+    }
+
+    /// The RTMP port.
+    pub fn rtmp_port(&self) -> u16 {
+        self.rtmp_port
     }
 
     /// Starts an edge with [`demo_config`].

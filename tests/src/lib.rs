@@ -10,7 +10,12 @@
 //!   (JSON lines over stdin/stdout), with WHIP publish / WHEP watch / `getStats()` helpers.
 //! - [`aiortc`]: the Python clients in `tests/py` (WHIP publisher, WHEP viewer) as child
 //!   processes that report JSON lines.
+//! - [`ffmpeg`]: an ffmpeg RTMP publisher (synthetic video and tone).
 //! - [`offer`]: SDP offers made by the `rtc` crate, for the HTTP protocol tests.
+//! - [`orchestrator`]: [`OrchestratorProcess`] (the real orchestrator binary) and
+//!   [`RedisProcess`] (a real `redis-server`) for the cluster tests, which start one
+//!   orchestrator and several edges ([`EdgeProcess::start_member`]) under one
+//!   [`exclusive`] turn.
 //! - [`process`]: the child-process plumbing shared by all of the above: a JSON-lines reader,
 //!   a log file under `target/test-logs/`, deadlines, and kill on drop.
 //! - [`ports`]: free 127.0.0.1 ports outside the kernel's ephemeral range.
@@ -39,8 +44,10 @@
 pub mod aiortc;
 pub mod browser;
 pub mod edge;
+pub mod ffmpeg;
 pub mod load;
 pub mod offer;
+pub mod orchestrator;
 pub mod ports;
 pub mod process;
 
@@ -49,6 +56,7 @@ use std::time::{Duration, Instant};
 
 pub use browser::{Browser, PageId};
 pub use edge::EdgeProcess;
+pub use orchestrator::{OrchestratorProcess, RedisProcess};
 pub use process::{JsonChild, run_node, run_python};
 
 /// The workspace root (the parent of this crate).

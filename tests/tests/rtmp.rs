@@ -5,12 +5,10 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 use waveguide_tests::browser::PcStats;
 use waveguide_tests::edge::{http_client, static_config};
-use waveguide_tests::process::new_log_path;
+use waveguide_tests::ffmpeg::Ffmpeg;
 use waveguide_tests::{Browser, EdgeProcess, PageId, poll_until, ports};
 
 const CONNECT: Duration = Duration::from_secs(15);
@@ -21,69 +19,6 @@ fn start_edge() -> (EdgeProcess, u16) {
     let mut config = static_config(&[("demo", "demo-key")], 15);
     config.push_str(&format!("\n[rtmp]\nlisten = \"127.0.0.1:{port}\"\n"));
     (EdgeProcess::start(&config), port)
-}
-
-/// An ffmpeg child process, killed on drop, its output in `target/test-logs/`.
-struct Ffmpeg {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Ffmpeg {
-    /// `ffmpeg -re` publishing 640x480@30 `testsrc2` and a 440 Hz `sine` for `seconds`.
-    /// `video` and `audio` are the codec options (`-c:v …`, `-c:a …`).
-    fn publish(url: &str, seconds: u32, video: &[&str], audio: &[&str]) -> Ffmpeg {
-        let log = new_log_path("ffmpeg");
-        let out = std::fs::File::create(&log).expect("create ffmpeg log");
-        let err = out.try_clone().expect("clone log handle");
-        let mut cmd = Command::new("ffmpeg");
-        cmd.args(["-hide_banner", "-nostdin", "-loglevel", "warning", "-re"])
-            .args(["-f", "lavfi", "-i", "testsrc2=size=640x480:rate=30"])
-            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
-            .args(["-t", &seconds.to_string()])
-            .args(video)
-            .args(audio)
-            .args(["-f", "flv", url])
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err);
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn ffmpeg (see scripts/setup.sh): {e}"));
-        Ffmpeg { child, log }
-    }
-
-    /// Waits up to `timeout` for ffmpeg to exit.
-    fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn output(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Ffmpeg {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "--- ffmpeg log {} ---\n{}",
-                self.log.display(),
-                self.output()
-            );
-        }
-    }
 }
 
 fn rtmp_url(port: u16, key: &str) -> String {
@@ -376,27 +311,21 @@ fn rtmp_garbage_closes_only_that_connection() {
 fn rtmp_audio_only_plays_and_transcodes_only_while_watched() {
     let (edge, port) = start_edge();
     // Its own command: `-re` must pace the audio input itself when there is no video.
-    let log = new_log_path("ffmpeg");
-    let out = std::fs::File::create(&log).expect("create ffmpeg log");
-    let err = out.try_clone().expect("clone log handle");
-    let child = Command::new("ffmpeg")
-        .args(["-hide_banner", "-nostdin", "-loglevel", "warning", "-re"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
-        .args([
-            "-t",
-            "40",
-            "-c:a",
-            "aac",
-            "-f",
-            "flv",
-            &rtmp_url(port, "demo-key"),
-        ])
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .expect("spawn ffmpeg");
-    let mut ffmpeg = Ffmpeg { child, log };
+    let url = rtmp_url(port, "demo-key");
+    let mut ffmpeg = Ffmpeg::spawn(&[
+        "-re",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=44100",
+        "-t",
+        "40",
+        "-c:a",
+        "aac",
+        "-f",
+        "flv",
+        &url,
+    ]);
     let info = poll_until(
         "audio-only demo live over RTMP",
         Duration::from_secs(15),

@@ -47,8 +47,10 @@ impl NodeLimits {
 
     /// Sets the end-viewer ceiling.
     pub fn set_max_viewers(&self, max: Option<u32>) {
-        self.max_viewers
-            .store(max.unwrap_or(UNLIMITED).min(UNLIMITED - 1), Ordering::Relaxed);
+        self.max_viewers.store(
+            max.unwrap_or(UNLIMITED).min(UNLIMITED - 1),
+            Ordering::Relaxed,
+        );
     }
 
     /// The publisher ceiling; `None`: unlimited.
@@ -58,8 +60,10 @@ impl NodeLimits {
 
     /// Sets the publisher ceiling.
     pub fn set_max_publishers(&self, max: Option<u32>) {
-        self.max_publishers
-            .store(max.unwrap_or(UNLIMITED).min(UNLIMITED - 1), Ordering::Relaxed);
+        self.max_publishers.store(
+            max.unwrap_or(UNLIMITED).min(UNLIMITED - 1),
+            Ordering::Relaxed,
+        );
     }
 
     /// Whether one more end viewer fits next to `current` viewers.

@@ -10,5 +10,6 @@ pub trait Upstream: Send + Sync + 'static {
     /// Makes `stream` live locally, or says why it cannot be (`StreamNotFound` when no edge
     /// has it). Resolves once the stream is in the registry with its tracks; concurrent calls
     /// for the same stream share one pull.
-    fn pull<'a>(&'a self, stream: &'a str) -> Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>>;
+    fn pull<'a>(&'a self, stream: &'a str)
+    -> Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>>;
 }

@@ -537,6 +537,32 @@ impl Engine {
         Ok(())
     }
 
+    /// Ends `stream` now, publisher and viewers (an operator's or the Service's decision).
+    pub fn kick(&self, stream: &str, reason: &str) -> Result<()> {
+        let (id, session) = self
+            .shared
+            .streams
+            .kick(stream)
+            .ok_or_else(|| Error::StreamNotFound(stream.to_owned()))?;
+        if let Some(session) = session
+            && let Ok(entry) = self.lookup(SessionKind::Publisher, stream, &session)
+        {
+            self.shared.forget_session(&session);
+            let _ = self.send(
+                entry.shard,
+                Command::Close {
+                    id: entry.peer,
+                    reason: "stream kicked",
+                },
+            );
+        }
+        for tx in &self.shared.commands {
+            let _ = tx.send(Command::EndStream { stream: id });
+        }
+        info!(%stream, %reason, "stream kicked");
+        Ok(())
+    }
+
     fn lookup(&self, kind: SessionKind, stream: &str, session: &str) -> Result<SessionEntry> {
         self.shared
             .sessions()

@@ -266,6 +266,21 @@ impl Streams {
         id
     }
 
+    /// Ends `name` whoever publishes it (an operator's kick): the publisher is revoked (a
+    /// non-WebRTC input disconnects on its next packet). Returns the stream id and the
+    /// publisher's session, if one was live.
+    pub fn kick(&self, name: &str) -> Option<(u64, Option<String>)> {
+        let mut inner = self.lock();
+        let entry = inner.by_name.remove(name)?;
+        drop(inner);
+        let session = entry.publisher.map(|p| {
+            p.revoked.store(true, Ordering::Relaxed);
+            p.session
+        });
+        self.changed();
+        Some((entry.id, session))
+    }
+
     /// Removes streams whose publisher has been gone longer than `grace`; returns their ids.
     pub fn expire(&self, grace: Duration, now: Instant) -> Vec<(u64, String)> {
         let mut inner = self.lock();

@@ -1,0 +1,115 @@
+//! The edge's gRPC server: `ModuleService` (lifecycle: register, health, configure, drain),
+//! `EntityService` (streams; the part the orchestrator needs: list, status, end a stream),
+//! `grpc.health.v1.Health` and reflection.
+//!
+//! Every `waveguide.v1` call and reflection needs `authorization: Bearer <cluster token>`;
+//! without it the answer is `UNAUTHENTICATED`. Health stays open: Kubernetes gRPC probes and
+//! load balancers cannot send metadata, and it reveals nothing but SERVING/NOT_SERVING.
+
+mod entity;
+mod module;
+
+use crate::cluster::Stop;
+use crate::cluster::node::NodeIdentity;
+use crate::cluster::reporter::ReporterHandle;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tracing::info;
+use waveguide_control::Engine;
+use waveguide_control::cluster::bearer_matches;
+use waveguide_proto::v1::entity_service_server::EntityServiceServer;
+use waveguide_proto::v1::module_service_server::ModuleServiceServer;
+
+pub use module::LogReload;
+
+/// Everything the services read or change.
+#[derive(Clone)]
+pub struct NodeState {
+    /// The engine.
+    pub engine: Arc<Engine>,
+    /// Who this node is.
+    pub identity: NodeIdentity,
+    /// The reporter, when the node reports to an orchestrator.
+    pub reporter: Option<ReporterHandle>,
+    /// Stops the process after a `Shutdown` drain.
+    pub stop: Stop,
+    /// Changes the log filter (`Configure.log_filter`).
+    pub log: LogReload,
+    /// Drain grace when `Shutdown` names none.
+    pub default_grace: Duration,
+    /// When the process started.
+    pub started: Instant,
+}
+
+/// Rejects calls without the cluster token.
+#[derive(Clone)]
+struct ClusterAuth(Arc<str>);
+
+impl tonic::service::Interceptor for ClusterAuth {
+    fn call(&mut self, req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let header = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        if bearer_matches(header, &self.0) {
+            Ok(req)
+        } else {
+            Err(tonic::Status::unauthenticated(
+                "send `authorization: Bearer <cluster token>`",
+            ))
+        }
+    }
+}
+
+/// Serves gRPC on `listener` until `stop` fires.
+pub async fn serve(
+    listener: TcpListener,
+    state: NodeState,
+    token: String,
+) -> Result<(), tonic::transport::Error> {
+    let auth = ClusterAuth(token.into());
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<ModuleServiceServer<module::Module>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(waveguide_proto::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| {
+            // The descriptor sets are compiled in; failing here is a build defect.
+            tracing::error!("gRPC reflection: {e}");
+            e
+        });
+    let stop = state.stop.clone();
+    let addr = listener.local_addr().ok();
+    let mut router = Server::builder()
+        .add_service(health_service)
+        .add_service(ModuleServiceServer::with_interceptor(
+            module::Module::new(state.clone()),
+            auth.clone(),
+        ))
+        .add_service(EntityServiceServer::with_interceptor(
+            entity::Entities::new(state),
+            auth.clone(),
+        ));
+    if let Ok(reflection) = reflection {
+        router = router.add_service(tonic::service::interceptor::InterceptedService::new(
+            reflection, auth,
+        ));
+    }
+    info!(grpc = ?addr, "gRPC serving ModuleService, EntityService, health, reflection");
+    router
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener), async move {
+            stop.stopped().await;
+        })
+        .await
+}
+
+/// The current node identity with live limits.
+fn node_info(state: &NodeState) -> waveguide_proto::v1::NodeInfo {
+    state.identity.info(&state.engine)
+}

@@ -1,0 +1,555 @@
+//! The cluster end to end: one orchestrator (memory or a real `redis-server`), several edges,
+//! all real processes on 127.0.0.1. Chromium publishes and watches through the orchestrator's
+//! `307`s, curl `-L` publishes with its key dropped on the redirect, viewers on a relaying edge
+//! decode frames that came through the relay and keep decoding across an upstream restart,
+//! killed edges and restarted orchestrators converge within 10 s, two orchestrators on one
+//! Redis agree, and gRPC (Google's grpcio as the client) answers health open and everything
+//! else only with the cluster token.
+
+use serde_json::Value;
+use std::process::Command;
+use std::sync::MutexGuard;
+use std::time::{Duration, Instant};
+use waveguide_tests::browser::PublishOptions;
+use waveguide_tests::edge::http_client;
+use waveguide_tests::ffmpeg::Ffmpeg;
+use waveguide_tests::offer::{OfferSpec, make_offer};
+use waveguide_tests::{
+    Browser, EdgeProcess, OrchestratorProcess, RedisProcess, exclusive, poll_until, ports,
+    run_python,
+};
+
+const TOKEN: &str = "cluster-secret";
+const CONVERGE: Duration = Duration::from_secs(10);
+const POLL: Duration = Duration::from_millis(100);
+
+const SERVICE: &str =
+    "[service]\nkind = \"static\"\n[[service.streams]]\nname = \"demo\"\nkey = \"demo-key\"\n";
+
+/// The ports an orchestrator is reached at, fixed before it starts so edges can be told.
+#[derive(Clone, Copy)]
+struct OrchestratorAddr {
+    http: u16,
+    grpc: u16,
+}
+
+impl OrchestratorAddr {
+    fn new() -> Self {
+        Self {
+            http: ports::free_port(),
+            grpc: ports::free_port(),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.http)
+    }
+}
+
+fn orchestrator_config(addr: OrchestratorAddr, redis: Option<&str>) -> String {
+    let store = match redis {
+        Some(url) => format!("[store]\nkind = \"redis\"\nurl = \"{url}\"\n"),
+        None => "[store]\nkind = \"memory\"\n".to_owned(),
+    };
+    format!(
+        "[http]\nlisten = \"127.0.0.1:{}\"\n[grpc]\nlisten = \"127.0.0.1:{}\"\n[cluster]\ntoken = \"{TOKEN}\"\n{store}{SERVICE}",
+        addr.http, addr.grpc
+    )
+}
+
+/// An edge of the cluster: `roles` as in `[node] roles`; an ingest-only edge takes no end
+/// viewers (`max_viewers = 0`), so viewers must land elsewhere and come through a relay.
+fn start_edge(id: &str, roles: &[&str], orchestrator: OrchestratorAddr) -> EdgeProcess {
+    let http = ports::free_port();
+    let ingest_only = roles == ["ingest"];
+    let roles: Vec<String> = roles.iter().map(|r| format!("\"{r}\"")).collect();
+    let config = format!(
+        "[http]\nlisten = \"127.0.0.1:{http}\"\n\
+         [cluster]\ntoken = \"{TOKEN}\"\n\
+         [orchestrator]\nurl = \"http://127.0.0.1:{}\"\ngrpc = \"http://127.0.0.1:{}\"\n\
+         [node]\nid = \"{id}\"\nregion = \"eu\"\npublic_url = \"http://127.0.0.1:{http}\"\nroles = [{}]\n{}\
+         [viewers]\nreconnect_grace_secs = 20\n{SERVICE}",
+        orchestrator.http,
+        orchestrator.grpc,
+        roles.join(", "),
+        if ingest_only { "max_viewers = 0\n" } else { "" },
+    );
+    EdgeProcess::start_member(&config)
+}
+
+fn get_json(url: &str) -> Option<Value> {
+    let r = http_client().get(url).send().ok()?;
+    (r.status() == 200).then(|| r.json().ok()).flatten()
+}
+
+fn node_ids(orchestrator: &OrchestratorAddr) -> Vec<String> {
+    let mut ids: Vec<String> = get_json(&orchestrator.url("/api/v1/nodes"))
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|n| n["id"].as_str().map(str::to_owned))
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn wait_nodes(orchestrator: &OrchestratorAddr, want: &[&str]) -> Duration {
+    let start = Instant::now();
+    poll_until(
+        &format!("orchestrator lists exactly {want:?}"),
+        CONVERGE,
+        POLL,
+        || (node_ids(orchestrator) == want).then_some(()),
+    );
+    start.elapsed()
+}
+
+/// `GET /api/v1/streams/{name}` once its origin is `origin`.
+fn wait_stream_origin(orchestrator: &OrchestratorAddr, name: &str, origin: &str) -> Value {
+    poll_until(
+        &format!("stream {name} with origin {origin}"),
+        CONVERGE,
+        POLL,
+        || {
+            get_json(&orchestrator.url(&format!("/api/v1/streams/{name}")))
+                .filter(|s| s["origin"] == origin)
+        },
+    )
+}
+
+fn rtmp_publish(edge: &EdgeProcess, seconds: u32) -> Ffmpeg {
+    let url = format!("rtmp://127.0.0.1:{}/live/demo-key", edge.rtmp_port());
+    Ffmpeg::publish(
+        &url,
+        seconds,
+        &[
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-tune",
+            "zerolatency",
+            "-bf",
+            "0",
+            "-g",
+            "30",
+        ],
+        &["-c:a", "aac"],
+    )
+}
+
+fn turn() -> MutexGuard<'static, ()> {
+    exclusive()
+}
+
+/// Chromium publishes through the orchestrator and lands on the ingest edge; Chromium viewers
+/// through the orchestrator land on the viewer edges and decode frames that came through a
+/// relay; the REST API shows origin and relays.
+#[test]
+fn chromium_publishes_and_watches_through_the_orchestrator_via_a_relay() {
+    let _turn = turn();
+    let addr = OrchestratorAddr::new();
+    let orchestrator = OrchestratorProcess::start(&orchestrator_config(addr, None));
+    let a = start_edge("edge-a", &["ingest"], addr);
+    let b = start_edge("edge-b", &["edge"], addr);
+    let c = start_edge("edge-c", &["edge"], addr);
+    wait_nodes(&addr, &["edge-a", "edge-b", "edge-c"]);
+
+    let mut browser = Browser::launch();
+    let publisher = browser.open_page();
+    let published = browser.publish(
+        publisher,
+        &addr.url("/whip/demo"),
+        Some("demo-key"),
+        &PublishOptions::default(),
+    );
+    assert_eq!(
+        published.status, 201,
+        "publish through orchestrator: {published:?}"
+    );
+    let location = published.location.clone().unwrap_or_default();
+    assert!(
+        location.starts_with(&a.url("/whip/demo/")),
+        "the publisher must land on the ingest edge {}: {location}",
+        a.base_url()
+    );
+    wait_stream_origin(&addr, "demo", "edge-a");
+
+    let viewers = browser.open_page();
+    let watched = browser.watch(viewers, &addr.url("/whep/demo"), 2);
+    let viewer_edges = [b.base_url(), c.base_url()];
+    for w in &watched {
+        assert_eq!(w.status, 201, "watch through orchestrator: {w:?}");
+        let loc = w.location.clone().unwrap_or_default();
+        assert!(
+            viewer_edges.iter().any(|e| loc.starts_with(e.as_str())),
+            "viewers must land on a viewer edge, not the ingest-only edge: {loc}"
+        );
+    }
+    let ids: Vec<u64> = watched.iter().map(|w| w.id).collect();
+    browser.wait_connected(viewers, &ids, Duration::from_secs(15));
+    for id in &ids {
+        let s = browser.wait_stats(
+            viewers,
+            *id,
+            "30 frames decoded through the relay",
+            Duration::from_secs(20),
+            |s| s.frames_decoded() >= 30,
+        );
+        assert!(s.video.as_ref().is_some_and(|v| v.frame_width == 640));
+    }
+
+    let stream = poll_until(
+        "orchestrator shows a relay for demo",
+        CONVERGE,
+        POLL,
+        || {
+            get_json(&addr.url("/api/v1/streams/demo"))
+                .filter(|s| s["relays"].as_array().is_some_and(|r| !r.is_empty()))
+        },
+    );
+    println!("orchestrator view of demo: {stream}");
+    assert_eq!(stream["origin"], "edge-a");
+    for relay in stream["relays"].as_array().into_iter().flatten() {
+        let id = relay.as_str().unwrap_or_default();
+        assert!(id == "edge-b" || id == "edge-c", "relay {id}");
+    }
+    // On the relaying edge the stream is a relayed one, with the viewers on it.
+    let relayed: Vec<Value> = [&b, &c]
+        .iter()
+        .filter_map(|e| e.stream_info("demo"))
+        .collect();
+    assert!(!relayed.is_empty());
+    assert!(
+        relayed.iter().all(|s| s["protocol"] == "relay"),
+        "{relayed:?}"
+    );
+    let local_viewers: u64 = relayed
+        .iter()
+        .map(|s| s["viewers"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(local_viewers, 2, "{relayed:?}");
+    drop(orchestrator);
+}
+
+fn curl(args: &[&str]) -> (String, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .args(args)
+        .output()
+        .expect("run curl");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// curl `-L` follows the orchestrator's 307 to the edge and drops `Authorization` on the way
+/// (another port is another origin): the ticket in the Location publishes. A wrong key is
+/// refused by the orchestrator itself, without a redirect.
+#[test]
+fn curl_publishes_through_the_orchestrator_with_its_key_dropped() {
+    let _turn = turn();
+    let addr = OrchestratorAddr::new();
+    let _orchestrator = OrchestratorProcess::start(&orchestrator_config(addr, None));
+    let a = start_edge("edge-a", &["ingest", "edge"], addr);
+    wait_nodes(&addr, &["edge-a"]);
+
+    let (_pc, offer) = make_offer(&OfferSpec::publisher());
+    let dir = std::env::temp_dir().join(format!("wg-cluster-curl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let offer_path = dir.join("offer.sdp");
+    std::fs::write(&offer_path, offer).expect("write offer");
+    let body = format!("@{}", offer_path.display());
+    let url = addr.url("/whip/demo");
+    let write_out = "%{http_code} %{num_redirects} %{url_effective}";
+    let (out, err) = curl(&[
+        "-L",
+        "-o",
+        "/dev/null",
+        "-w",
+        write_out,
+        "-H",
+        "Authorization: Bearer demo-key",
+        "-H",
+        "Content-Type: application/sdp",
+        "--data-binary",
+        &body,
+        &url,
+    ]);
+    println!("curl -L through the orchestrator: {out} {err}");
+    let parts: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(parts.first(), Some(&"201"), "{out} {err}");
+    assert_eq!(parts.get(1), Some(&"1"), "one redirect: {out}");
+    assert!(
+        parts
+            .get(2)
+            .is_some_and(|u| u.starts_with(&a.url("/whip/demo?ticket="))),
+        "{out}"
+    );
+    // The key really was dropped: the same URL without the ticket is refused by the edge.
+    let (out, _) = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-H",
+        "Content-Type: application/sdp",
+        "--data-binary",
+        &body,
+        &a.url("/whip/demo"),
+    ]);
+    assert_eq!(out, "401", "no key and no ticket at the edge");
+    let (out, _) = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-H",
+        "Content-Type: application/sdp",
+        "--data-binary",
+        &body,
+        &a.url("/whip/demo?ticket=w1~p~9999999999~demo~00"),
+    ]);
+    assert_eq!(out, "401", "a forged ticket");
+
+    let (out, _) = curl(&[
+        "-L",
+        "-o",
+        "/dev/null",
+        "-w",
+        write_out,
+        "-H",
+        "Authorization: Bearer wrong-key",
+        "-H",
+        "Content-Type: application/sdp",
+        "--data-binary",
+        &body,
+        &url,
+    ]);
+    assert!(
+        out.starts_with("401 0 "),
+        "the orchestrator refuses a wrong key: {out}"
+    );
+
+    // The 307 carries CORS headers, or a browser would never follow it.
+    let r = http_client()
+        .post(&url)
+        .header("Origin", "http://page.example")
+        .header("Authorization", "Bearer demo-key")
+        .header("Content-Type", "application/sdp")
+        .body("v=0\r\n")
+        .send()
+        .expect("POST /whip/demo");
+    assert_eq!(r.status(), 307);
+    assert!(r.headers().contains_key("access-control-allow-origin"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// SIGKILL an edge: within 10 s the orchestrator forgets it and its streams and sends no one
+/// there. Restart the orchestrator (memory store: it starts empty): within 10 s it knows every
+/// node and stream again, because edges re-announce themselves.
+#[test]
+fn killed_edges_are_forgotten_and_a_restarted_orchestrator_relearns() {
+    let _turn = turn();
+    let addr = OrchestratorAddr::new();
+    let mut orchestrator = OrchestratorProcess::start(&orchestrator_config(addr, None));
+    let mut a = start_edge("edge-a", &["ingest"], addr);
+    let mut b = start_edge("edge-b", &["edge"], addr);
+    wait_nodes(&addr, &["edge-a", "edge-b"]);
+    let _ffmpeg = rtmp_publish(&a, 120);
+    wait_stream_origin(&addr, "demo", "edge-a");
+
+    orchestrator.restart();
+    let t = wait_nodes(&addr, &["edge-a", "edge-b"]);
+    wait_stream_origin(&addr, "demo", "edge-a");
+    println!("restarted orchestrator knew both nodes again after {t:?}");
+
+    b.kill();
+    let t = wait_nodes(&addr, &["edge-a"]);
+    println!("killed edge-b dropped after {t:?}");
+    // Viewers go to the only edge left that can serve them: none here (edge-a takes none).
+    let r = http_client()
+        .post(addr.url("/whep/demo"))
+        .header("Content-Type", "application/sdp")
+        .body("v=0\r\n")
+        .send()
+        .expect("POST /whep/demo");
+    assert_eq!(r.status(), 503, "nobody left to serve viewers");
+
+    a.kill();
+    let t = wait_nodes(&addr, &[]);
+    println!("killed edge-a dropped after {t:?}");
+    poll_until("demo forgotten", CONVERGE, POLL, || {
+        let r = http_client()
+            .get(addr.url("/api/v1/streams/demo"))
+            .send()
+            .ok()?;
+        (r.status() == 404).then_some(())
+    });
+    let r = http_client()
+        .post(addr.url("/whep/demo"))
+        .header("Content-Type", "application/sdp")
+        .body("v=0\r\n")
+        .send()
+        .expect("POST /whep/demo");
+    assert_eq!(r.status(), 404, "no edge has demo any more");
+    let r = http_client()
+        .post(addr.url("/whip/demo"))
+        .header("Authorization", "Bearer demo-key")
+        .header("Content-Type", "application/sdp")
+        .body("v=0\r\n")
+        .send()
+        .expect("POST /whip/demo");
+    assert_eq!(r.status(), 503, "no ingest edge left");
+}
+
+fn redirect_target(url: &str, key: Option<&str>) -> (u16, String) {
+    let mut req = http_client()
+        .post(url)
+        .header("Content-Type", "application/sdp")
+        .body("v=0\r\n");
+    if let Some(key) = key {
+        req = req.header("Authorization", format!("Bearer {key}"));
+    }
+    let r = req.send().expect("POST");
+    let location = r
+        .headers()
+        .get("location")
+        .and_then(|l| l.to_str().ok())
+        .unwrap_or_default();
+    // The ticket differs per answer; where it sends the client must not.
+    let target = location.split('?').next().unwrap_or_default().to_owned();
+    (r.status().as_u16(), target)
+}
+
+/// Two orchestrators on one Redis: edges report to one, both answer the same.
+#[test]
+fn two_orchestrators_on_one_redis_answer_the_same() {
+    let _turn = turn();
+    let redis = RedisProcess::start();
+    let first = OrchestratorAddr::new();
+    let second = OrchestratorAddr::new();
+    let _o1 = OrchestratorProcess::start(&orchestrator_config(first, Some(&redis.url())));
+    let _o2 = OrchestratorProcess::start(&orchestrator_config(second, Some(&redis.url())));
+    let a = start_edge("edge-a", &["ingest"], first);
+    let _b = start_edge("edge-b", &["edge"], first);
+    wait_nodes(&first, &["edge-a", "edge-b"]);
+    wait_nodes(&second, &["edge-a", "edge-b"]);
+    let _ffmpeg = rtmp_publish(&a, 60);
+    let s1 = wait_stream_origin(&first, "demo", "edge-a");
+    let s2 = wait_stream_origin(&second, "demo", "edge-a");
+    assert_eq!(s1["origin"], s2["origin"]);
+    assert_eq!(s1["relays"], s2["relays"]);
+
+    let whep1 = redirect_target(&first.url("/whep/demo"), None);
+    let whep2 = redirect_target(&second.url("/whep/demo"), None);
+    assert_eq!(whep1.0, 307);
+    assert_eq!(
+        whep1, whep2,
+        "both orchestrators send a viewer to the same edge"
+    );
+    let whip1 = redirect_target(&first.url("/whip/demo"), Some("demo-key"));
+    let whip2 = redirect_target(&second.url("/whip/demo"), Some("demo-key"));
+    assert_eq!(whip1.0, 307);
+    assert_eq!(
+        whip1, whip2,
+        "both orchestrators send a publisher to the same edge"
+    );
+    assert!(whip1.1.starts_with(&a.base_url()), "{whip1:?}");
+    println!("both orchestrators: WHEP → {}, WHIP → {}", whep1.1, whip1.1);
+}
+
+/// The origin edge dies and comes back (with its publisher): viewers on the relaying edge keep
+/// their sessions and decode again, without a new WHEP request.
+#[test]
+fn relay_viewers_keep_decoding_across_an_upstream_restart() {
+    let _turn = turn();
+    let addr = OrchestratorAddr::new();
+    let _orchestrator = OrchestratorProcess::start(&orchestrator_config(addr, None));
+    let mut a = start_edge("edge-a", &["ingest"], addr);
+    let b = start_edge("edge-b", &["edge"], addr);
+    wait_nodes(&addr, &["edge-a", "edge-b"]);
+    let ffmpeg = rtmp_publish(&a, 120);
+    wait_stream_origin(&addr, "demo", "edge-a");
+
+    let mut browser = Browser::launch();
+    let page = browser.open_page();
+    let watched = browser.watch(page, &addr.url("/whep/demo"), 1);
+    assert_eq!(watched[0].status, 201, "{:?}", watched[0]);
+    assert!(
+        watched[0]
+            .location
+            .as_deref()
+            .is_some_and(|l| l.starts_with(&b.base_url())),
+        "{:?}",
+        watched[0]
+    );
+    let id = watched[0].id;
+    browser.wait_connected(page, &[id], Duration::from_secs(15));
+    browser.wait_stats(
+        page,
+        id,
+        "frames before the restart",
+        Duration::from_secs(20),
+        |s| s.frames_decoded() >= 30,
+    );
+
+    drop(ffmpeg);
+    a.kill();
+    let outage = Instant::now();
+    std::thread::sleep(Duration::from_secs(2));
+    a.restart();
+    let _ffmpeg = rtmp_publish(&a, 120);
+    let before = browser.stats_of(page, id).frames_decoded();
+    let s = browser.wait_stats(
+        page,
+        id,
+        "60 more frames after the upstream restart",
+        Duration::from_secs(25),
+        |s| s.frames_decoded() >= before + 60,
+    );
+    println!(
+        "viewer decoding again {:?} after the origin was killed ({} frames total)",
+        outage.elapsed(),
+        s.frames_decoded()
+    );
+    assert_eq!(
+        s.connection_state, "connected",
+        "the same session throughout"
+    );
+}
+
+/// gRPC: `grpc.health.v1` answers SERVING on edge and orchestrator without credentials; a
+/// waveguide.v1 call without the cluster token (or with a wrong one) is UNAUTHENTICATED, with
+/// it OK. The client is Google's grpcio.
+#[test]
+fn grpc_health_is_open_and_calls_need_the_cluster_token() {
+    let _turn = turn();
+    let addr = OrchestratorAddr::new();
+    let _orchestrator = OrchestratorProcess::start(&orchestrator_config(addr, None));
+    let a = start_edge("edge-a", &["ingest", "edge"], addr);
+    wait_nodes(&addr, &["edge-a"]);
+    let probes = [
+        (
+            format!("127.0.0.1:{}", a.grpc_port()),
+            "/waveguide.v1.ModuleService/HealthCheck",
+        ),
+        (
+            format!("127.0.0.1:{}", addr.grpc),
+            "/waveguide.v1.EventService/ReportMetrics",
+        ),
+    ];
+    for (target, method) in &probes {
+        let v = run_python(
+            "grpc_probe.py",
+            &[target.as_str(), TOKEN, method],
+            Duration::from_secs(30),
+        );
+        println!("{target} {method}: {v}");
+        assert_eq!(v["health"], "SERVING", "{v}");
+        assert_eq!(v["no_token"]["code"], "UNAUTHENTICATED", "{v}");
+        assert_eq!(v["wrong_token"]["code"], "UNAUTHENTICATED", "{v}");
+        assert_eq!(v["token"]["code"], "OK", "{v}");
+    }
+}
