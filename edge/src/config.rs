@@ -112,6 +112,9 @@ pub struct NodeConfig {
     pub max_egress_mbps: u64,
     /// Publishers this node takes; unset: no limit.
     pub max_publishers: Option<u32>,
+    /// On SIGTERM (or gRPC `Shutdown` without a grace), how long sessions may continue before
+    /// they are closed and the process exits; it exits sooner once empty.
+    pub drain_secs: u64,
 }
 
 impl Default for NodeConfig {
@@ -124,6 +127,7 @@ impl Default for NodeConfig {
             max_viewers: None,
             max_egress_mbps: 0,
             max_publishers: None,
+            drain_secs: 30,
         }
     }
 }

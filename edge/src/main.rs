@@ -10,6 +10,7 @@ mod router;
 use anyhow::Context;
 use clap::Parser;
 use cluster::Stop;
+use cluster::drain::Drain;
 use cluster::node::{BoundAddrs, NodeIdentity};
 use cluster::reporter::{self, ReporterHandle, Target};
 use config::{EdgeConfig, LogFormat};
@@ -25,6 +26,7 @@ use waveguide_control::http::SignalingState;
 use waveguide_control::service::{Service, ServiceKind};
 use waveguide_control::stream::Streams;
 use waveguide_inputs::relay::{Relay, RelayConfig};
+use waveguide_outputs::player::PlayerConfig;
 
 const CONFIG_HELP: &str = "\
 Config file keys (TOML; env WAVEGUIDE_<SECTION>_<KEY> overrides each; see deploy/edge.example.toml):
@@ -43,6 +45,7 @@ Config file keys (TOML; env WAVEGUIDE_<SECTION>_<KEY> overrides each; see deploy
   [node]     id (host name), region, public_url, roles ([\"ingest\", \"edge\"]),
              max_viewers (unset = no limit; 0 = relay pulls only), max_egress_mbps (0 = no limit),
              max_publishers (unset = no limit)
+             drain_secs (30: on SIGTERM, sessions may run this long before they are closed)
   [relay]    enabled (true), idle_grace_secs (30)
   [log]      format (\"text\" | \"json\"), filter (tracing filter; RUST_LOG wins)";
 
@@ -143,7 +146,14 @@ async fn run(config: EdgeConfig, log: grpc::LogReload) -> anyhow::Result<()> {
         engine: Arc::clone(&engine),
         public_url: config.http.public_url.clone(),
     };
-    let app = router::build(state, metrics, &config.http.cors_origins);
+    let player = PlayerConfig {
+        whep_base: config
+            .orchestrator
+            .url
+            .as_ref()
+            .map(|u| u.trim_end_matches('/').to_owned()),
+    };
+    let app = router::build(state, metrics, &config.http.cors_origins, player);
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("binding HTTP {}", config.http.listen))?;
@@ -181,6 +191,12 @@ async fn run(config: EdgeConfig, log: grpc::LogReload) -> anyhow::Result<()> {
     let stop = Stop::default();
     let reporter = start_reporter(&config, &engine, &identity, token.as_deref(), &stop)?;
     start_relay(&config, &engine, identity.id(), token.as_deref());
+    let drain = Drain {
+        engine: Arc::clone(&engine),
+        reporter: reporter.as_ref().map(|(h, _)| h.clone()),
+        stop: stop.clone(),
+    };
+    let drain_grace = Duration::from_secs(config.node.drain_secs);
     if let Some(grpc_listener) = grpc_listener {
         if token.is_none() {
             warn!(
@@ -193,7 +209,8 @@ async fn run(config: EdgeConfig, log: grpc::LogReload) -> anyhow::Result<()> {
             reporter: reporter.as_ref().map(|(h, _)| h.clone()),
             stop: stop.clone(),
             log,
-            default_grace: Duration::from_secs(30),
+            drain: drain.clone(),
+            default_grace: drain_grace,
             started: Instant::now(),
         };
         let token = token.clone().unwrap_or_default();
@@ -205,9 +222,13 @@ async fn run(config: EdgeConfig, log: grpc::LogReload) -> anyhow::Result<()> {
     }
     announce(&config, &engine, listener.local_addr()?);
     info!(node = %identity.id(), "edge ready");
+    // The first SIGTERM/SIGINT drains (what a rolling upgrade sends); a second one stops now.
     let signal_stop = stop.clone();
     tokio::spawn(async move {
         shutdown_signal().await;
+        drain.start("signal", drain_grace);
+        shutdown_signal().await;
+        warn!("second signal: stopping without waiting for the drain");
         signal_stop.stop();
     });
     let http_stop = stop.clone();

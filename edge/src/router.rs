@@ -9,11 +9,19 @@ use axum::middleware;
 use axum::response::Response;
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
+use std::sync::Arc;
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use waveguide_control::Engine;
 use waveguide_control::http::{MAX_SDP_BYTES, SignalingState};
+use waveguide_outputs::player::PlayerConfig;
 
 /// Every route of the edge.
-pub fn build(state: SignalingState, metrics: PrometheusHandle, cors_origins: &[String]) -> Router {
+pub fn build(
+    state: SignalingState,
+    metrics: PrometheusHandle,
+    cors_origins: &[String],
+    player: PlayerConfig,
+) -> Router {
     let origins = if cors_origins.is_empty() {
         AllowOrigin::any()
     } else {
@@ -45,6 +53,7 @@ pub fn build(state: SignalingState, metrics: PrometheusHandle, cors_origins: &[S
             header::LINK,
             HeaderName::from_static("accept-patch"),
         ]);
+    let engine = Arc::clone(&state.engine);
     let api = Router::new()
         .route("/api/v1/streams", get(api::streams))
         .route("/api/v1/streams/{name}", get(api::stream));
@@ -53,16 +62,29 @@ pub fn build(state: SignalingState, metrics: PrometheusHandle, cors_origins: &[S
         .merge(waveguide_outputs::whep::router())
         .merge(api)
         .with_state(state)
-        .merge(waveguide_outputs::player::router())
+        .merge(waveguide_outputs::player::router(player))
         .route(
             "/metrics",
             get(move || std::future::ready(metrics.render())),
         )
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(|| async { "ready\n" }))
+        .route(
+            "/readyz",
+            get(move || std::future::ready(readiness(&engine))),
+        )
         .layer(DefaultBodyLimit::max(MAX_SDP_BYTES))
         .layer(cors)
         .layer(middleware::map_response(preflight_no_content))
+}
+
+/// `200` while the node takes new sessions; `503` while it drains (load balancers and
+/// Kubernetes stop sending it work).
+fn readiness(engine: &Engine) -> (StatusCode, &'static str) {
+    if engine.limits().is_draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+    } else {
+        (StatusCode::OK, "ready\n")
+    }
 }
 
 /// Answers a CORS preflight with `204 No Content` (tower-http's layer says `200` with an empty

@@ -3,6 +3,9 @@
 // First line out: {"event":"ready","origin":...}. Then, for every request line
 //   {"id":N,"cmd":"open"}                           -> {"page":P}
 //   {"id":N,"cmd":"call","page":P,"fn":F,"args":A}  -> whatever window.wg[F](A) returns
+//   {"id":N,"cmd":"goto","url":U}                   -> {"page":P}: a tab on any URL (e.g. the
+//                                                      edge's own player page)
+//   {"id":N,"cmd":"eval","page":P,"expr":E}         -> the (awaited) value of expression E
 //   {"id":N,"cmd":"close","page":P}                 -> closes the tab (no DELETE is sent)
 //   {"id":N,"cmd":"quit"}
 // one line back: {"id":N,"ok":true,"result":...} or {"id":N,"ok":false,"error":"..."}.
@@ -32,6 +35,20 @@ async function handle(req) {
       const id = nextPage++;
       pages.set(id, await openPage(context, origin, id));
       return { page: id };
+    }
+    case 'goto': {
+      const id = nextPage++;
+      const page = await context.newPage();
+      page.on('console', (m) => process.stderr.write(`[page ${id}] ${m.type()}: ${m.text()}\n`));
+      page.on('pageerror', (e) => process.stderr.write(`[page ${id}] error: ${e}\n`));
+      await page.goto(req.url);
+      pages.set(id, page);
+      return { page: id };
+    }
+    case 'eval': {
+      const page = pages.get(req.page);
+      if (!page) throw new Error(`no page ${req.page}`);
+      return page.evaluate((expr) => (0, eval)(expr), req.expr);
     }
     case 'call': {
       const page = pages.get(req.page);

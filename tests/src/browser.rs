@@ -185,6 +185,20 @@ impl Browser {
         PageId(v["page"].as_u64().expect("open returns page id"))
     }
 
+    /// Opens a tab on `url` (any page, e.g. an edge's `/watch/{stream}` player).
+    pub fn goto(&mut self, url: &str) -> PageId {
+        let v = self.must(json!({"cmd": "goto", "url": url}), CALL_TIMEOUT);
+        PageId(v["page"].as_u64().expect("goto returns page id"))
+    }
+
+    /// Evaluates the JavaScript expression `expr` in `page` (promises are awaited).
+    pub fn eval(&mut self, page: PageId, expr: &str) -> Result<Value, String> {
+        self.request(
+            json!({"cmd": "eval", "page": page.0, "expr": expr}),
+            CALL_TIMEOUT,
+        )
+    }
+
     /// Calls `window.wg[fn](args)` in `page`; `Err` if it throws.
     pub fn call(&mut self, page: PageId, func: &str, args: Value) -> Result<Value, String> {
         self.request(

@@ -1,6 +1,7 @@
 //! The edge as a member of a cluster: who it is ([`node`]), how loaded it is ([`load`]), and
-//! the task that tells the orchestrator both ([`reporter`]).
+//! the task that tells the orchestrator both ([`reporter`]), and how it leaves ([`drain`]).
 
+pub mod drain;
 pub mod load;
 pub mod node;
 pub mod reporter;

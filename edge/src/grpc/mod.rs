@@ -10,6 +10,7 @@ mod entity;
 mod module;
 
 use crate::cluster::Stop;
+use crate::cluster::drain::Drain;
 use crate::cluster::node::NodeIdentity;
 use crate::cluster::reporter::ReporterHandle;
 use std::sync::Arc;
@@ -34,8 +35,10 @@ pub struct NodeState {
     pub identity: NodeIdentity,
     /// The reporter, when the node reports to an orchestrator.
     pub reporter: Option<ReporterHandle>,
-    /// Stops the process after a `Shutdown` drain.
+    /// Stops the process (the gRPC server stops with it).
     pub stop: Stop,
+    /// Drains the node (`Shutdown`).
+    pub drain: Drain,
     /// Changes the log filter (`Configure.log_filter`).
     pub log: LogReload,
     /// Drain grace when `Shutdown` names none.

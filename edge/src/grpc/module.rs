@@ -4,9 +4,9 @@
 use super::{NodeState, node_info};
 use crate::cluster::node::{stream_infos, timestamp};
 use crate::cluster::reporter::NodeEvent;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 use tonic::{Request, Response, Status};
-use tracing::{info, warn};
+use tracing::info;
 use waveguide_proto::v1::module_service_server::ModuleService;
 use waveguide_proto::v1::{
     self, ConfigureRequest, ConfigureResponse, HealthCheckRequest, HealthCheckResponse,
@@ -29,11 +29,6 @@ impl Module {
             state,
             log_filter: std::sync::Mutex::new(String::new()),
         }
-    }
-
-    fn sessions(&self) -> u32 {
-        let (publishers, viewers) = self.state.engine.streams().live_counts();
-        (publishers + viewers) as u32
     }
 
     fn capacity(&self) -> v1::Capacity {
@@ -153,32 +148,10 @@ impl ModuleService for Module {
         } else {
             r.reason
         };
-        let deadline = SystemTime::now() + grace;
-        let remaining = self.sessions();
-        self.state.engine.limits().set_draining(true);
-        warn!(%reason, grace_secs = grace.as_secs_f64(), sessions = remaining, "draining, then stopping");
-        if let Some(reporter) = &self.state.reporter {
-            reporter.send(NodeEvent::Draining {
-                reason: reason.clone(),
-                deadline: Some(deadline),
-            });
-        }
-        let state = self.state.clone();
-        tokio::spawn(async move {
-            let until = Instant::now() + grace;
-            loop {
-                let (publishers, viewers) = state.engine.streams().live_counts();
-                if publishers + viewers == 0 || Instant::now() >= until {
-                    info!(publishers, viewers, "drain over; stopping");
-                    state.stop.stop();
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-        });
+        let draining = self.state.drain.start(&reason, grace);
         Ok(Response::new(ShutdownResponse {
-            deadline: Some(timestamp(deadline)),
-            sessions_remaining: remaining,
+            deadline: Some(timestamp(draining.deadline)),
+            sessions_remaining: draining.sessions,
         }))
     }
 }

@@ -162,7 +162,21 @@ impl Store {
     pub async fn nodes(&self) -> Result<Vec<Node>, StoreError> {
         let mut nodes = match self {
             Self::Memory(m) => m.list(),
-            Self::Redis(r) => bounded(r.list()).await?,
+            Self::Redis(r) => match bounded(r.list()).await {
+                Ok(nodes) => {
+                    r.remember(&nodes);
+                    nodes
+                }
+                Err(e) => match r.last_known() {
+                    Some(nodes) => {
+                        tracing::warn!(
+                            "store unreachable ({e}); answering from the last known nodes"
+                        );
+                        nodes
+                    }
+                    None => return Err(e),
+                },
+            },
         };
         nodes.sort_by(|a, b| a.info.id.cmp(&b.info.id));
         Ok(nodes)

@@ -14,6 +14,7 @@
 //! The connection is a `redis::aio::ConnectionManager`: it reconnects by itself when Redis
 //! restarts; until then operations fail fast and readiness reports the store unreachable.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -31,15 +32,25 @@ end
 return 0
 ";
 
-/// Concurrent writers on one node record are a handful at most (a heartbeat, an event, a probe).
-const MAX_ATTEMPTS: usize = 16;
+/// Concurrent writers on one node record are a handful at most (a heartbeat, an event, a probe);
+/// a writer that lost the race waits a little, jittered, so a burst of them spreads out.
+const MAX_ATTEMPTS: u32 = 40;
 
 #[derive(Clone)]
 pub struct RedisStore {
     connection: ConnectionManager,
     prefix: String,
     expiry: Duration,
+    /// The last list Redis gave, and when: redirects are served from it while Redis is
+    /// unreachable (see [`RedisStore::last_known`]).
+    last_list: Arc<Mutex<Option<Snapshot>>>,
 }
+
+/// A list of nodes and when (ms) Redis gave it.
+type Snapshot = (u64, Vec<Node>);
+
+/// How long a Redis outage may be bridged with the last known list before answers fail.
+const FALLBACK_FOR_MS: u64 = 60_000;
 
 impl RedisStore {
     /// A lazily connecting store; no I/O happens here.
@@ -54,7 +65,37 @@ impl RedisStore {
             connection: ConnectionManager::new_lazy_with_config(client, config)?,
             prefix: prefix.to_owned(),
             expiry,
+            last_list: Arc::default(),
         })
+    }
+
+    /// Keeps `nodes` as the list to fall back on.
+    pub fn remember(&self, nodes: &[Node]) {
+        *self.last_list.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((now_ms(), nodes.to_vec()));
+    }
+
+    /// The last list Redis gave, as it would look now had nothing changed since: every record
+    /// keeps the freshness it had then (heartbeats could not be stored meanwhile, so their age
+    /// says nothing). `None` once the outage is older than [`FALLBACK_FOR_MS`]: a stale view
+    /// for a minute beats refusing every publisher and viewer; beyond that it is a guess.
+    pub fn last_known(&self) -> Option<Vec<Node>> {
+        let guard = self.last_list.lock().unwrap_or_else(|p| p.into_inner());
+        let (taken, nodes) = guard.as_ref()?;
+        let age = now_ms().saturating_sub(*taken);
+        if age > FALLBACK_FOR_MS {
+            return None;
+        }
+        Some(
+            nodes
+                .iter()
+                .cloned()
+                .map(|mut n| {
+                    n.last_seen_ms += age;
+                    n
+                })
+                .collect(),
+        )
     }
 
     pub fn expiry(&self) -> Duration {
@@ -111,7 +152,11 @@ impl RedisStore {
     ) -> Result<Option<R>, StoreError> {
         let key = self.node_key(id);
         let mut connection = self.connection.clone();
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
+            if attempt > 0 {
+                let jitter_us = rand::random_range(200..1_000 * u64::from(attempt.min(10)));
+                tokio::time::sleep(std::time::Duration::from_micros(jitter_us)).await;
+            }
             let stored: Option<String> = redis::cmd("GET")
                 .arg(&key)
                 .query_async(&mut connection)

@@ -41,12 +41,25 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; st
      img-src 'self' data:; connect-src *; media-src * blob: mediastream:; object-src 'none'; \
      base-uri 'none'; form-action 'none'";
 
+/// What the pages need to know about the node that serves them, as `GET /player.json`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct PlayerConfig {
+    /// Base URL every WHEP POST goes to, e.g. the cluster's orchestrator, so a viewer whose
+    /// edge goes away reconnects to another one. `None`: this node.
+    pub whep_base: Option<String>,
+}
+
 /// The routes of the player pages. Stateless, so it merges into a router of any state.
-pub fn router<S>() -> Router<S>
+pub fn router<S>(config: PlayerConfig) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
 {
+    let config = axum::Json(config);
     Router::new()
+        .route(
+            "/player.json",
+            get(move || std::future::ready(config.clone())),
+        )
         .route(INDEX_PATH, get(|| async { html(INDEX_HTML) }))
         .route(WATCH_PATH, get(|| async { html(WATCH_HTML) }))
         .route(PUBLISH_PATH, get(|| async { html(PUBLISH_HTML) }))
@@ -87,8 +100,9 @@ mod tests {
     #[test]
     fn routes_build_and_merge_into_any_state() {
         // Route conflicts and bad path syntax panic when the router is built.
-        let _: Router<()> = router();
-        let _: Router<std::sync::Arc<String>> = Router::new().merge(router());
+        let _: Router<()> = router(PlayerConfig::default());
+        let _: Router<std::sync::Arc<String>> =
+            Router::new().merge(router(PlayerConfig::default()));
     }
 
     #[test]

@@ -149,6 +149,7 @@
   function exposeForTests(session) {
     window.waveguide = {
       get pc() { return session.pc; },
+      get resource() { return session.resource; },
       stats: () => (session.sample ? session.sample() : Promise.resolve(null)),
     };
   }
@@ -234,6 +235,19 @@
     }
   }
 
+  // The base URL of WHEP POSTs (`GET /player.json`): the cluster's orchestrator, or '' for
+  // this node. Asked once; if the node is gone by then, this node it is.
+  let whepBasePromise = null;
+  function whepBase() {
+    if (!whepBasePromise) {
+      whepBasePromise = fetch('/player.json', { cache: 'no-store' })
+        .then((r) => (r.ok ? r.json() : {}))
+        .then((c) => (typeof c.whep_base === 'string' ? c.whep_base.replace(/\/+$/, '') : ''))
+        .catch(() => '');
+    }
+    return whepBasePromise;
+  }
+
   function watchPage() {
     const prefix = '/watch/';
     const raw = location.pathname.slice(prefix.length);
@@ -307,13 +321,17 @@
             }, 5000);
             break;
           case 'failed':
+          case 'closed':
             retry('Connection lost. Reconnecting…', 1000);
             break;
         }
       });
       setStatus('Connecting…');
       try {
-        const resource = await negotiate(pc, streamUrl('/whep', name), {});
+        // Through the orchestrator when the node is in a cluster: a viewer whose edge goes
+        // away comes back on another one.
+        const base = await whepBase();
+        const resource = await negotiate(pc, base + streamUrl('/whep', name), {});
         if (session.pc !== pc) {
           endSession(resource); // closed while the POST was in flight
           return;
