@@ -12,6 +12,8 @@
 //!   processes that report JSON lines.
 //! - [`ffmpeg`]: an ffmpeg RTMP publisher (synthetic video and tone).
 //! - [`offer`]: SDP offers made by the `rtc` crate, for the HTTP protocol tests.
+//! - [`cluster`]: cluster-test building blocks (orchestrator addresses and configs, member
+//!   edges, polls of the orchestrator's REST API).
 //! - [`orchestrator`]: [`OrchestratorProcess`] (the real orchestrator binary) and
 //!   [`RedisProcess`] (a real `redis-server`) for the cluster tests, which start one
 //!   orchestrator and several edges ([`EdgeProcess::start_member`]) under one
@@ -43,6 +45,7 @@
 
 pub mod aiortc;
 pub mod browser;
+pub mod cluster;
 pub mod edge;
 pub mod ffmpeg;
 pub mod load;

@@ -152,6 +152,7 @@ impl Drop for OrchestratorProcess {
 pub struct RedisProcess {
     child: Child,
     port: u16,
+    log: PathBuf,
 }
 
 impl RedisProcess {
@@ -159,6 +160,23 @@ impl RedisProcess {
     pub fn start() -> RedisProcess {
         let port = crate::ports::free_port();
         let log = new_log_path("redis");
+        let child = Self::spawn(port, &log);
+        RedisProcess { child, port, log }
+    }
+
+    /// SIGKILL: every key is lost (no persistence).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Kills it and starts an empty one on the same port.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = Self::spawn(self.port, &self.log);
+    }
+
+    fn spawn(port: u16, log: &Path) -> Child {
         let port_text = port.to_string();
         let child = spawn_logged(
             Path::new("redis-server"),
@@ -172,18 +190,18 @@ impl RedisProcess {
                 "--appendonly".as_ref(),
                 "no".as_ref(),
             ],
-            &log,
+            log,
         );
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
                 Instant::now() < deadline,
                 "redis-server did not listen on {port}: {}",
-                tail(&log, 20)
+                tail(log, 20)
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        RedisProcess { child, port }
+        child
     }
 
     /// `redis://127.0.0.1:<port>`.

@@ -8,146 +8,24 @@
 
 use serde_json::Value;
 use std::process::Command;
-use std::sync::MutexGuard;
 use std::time::{Duration, Instant};
 use waveguide_tests::browser::PublishOptions;
+use waveguide_tests::cluster::{
+    CONVERGE, OrchestratorAddr, POLL, TOKEN, get_json, orchestrator_config, rtmp_publish,
+    start_edge, wait_nodes, wait_stream_origin,
+};
 use waveguide_tests::edge::http_client;
-use waveguide_tests::ffmpeg::Ffmpeg;
 use waveguide_tests::offer::{OfferSpec, make_offer};
 use waveguide_tests::{
-    Browser, EdgeProcess, OrchestratorProcess, RedisProcess, exclusive, poll_until, ports,
-    run_python,
+    Browser, OrchestratorProcess, RedisProcess, exclusive, poll_until, run_python,
 };
-
-const TOKEN: &str = "cluster-secret";
-const CONVERGE: Duration = Duration::from_secs(10);
-const POLL: Duration = Duration::from_millis(100);
-
-const SERVICE: &str =
-    "[service]\nkind = \"static\"\n[[service.streams]]\nname = \"demo\"\nkey = \"demo-key\"\n";
-
-/// The ports an orchestrator is reached at, fixed before it starts so edges can be told.
-#[derive(Clone, Copy)]
-struct OrchestratorAddr {
-    http: u16,
-    grpc: u16,
-}
-
-impl OrchestratorAddr {
-    fn new() -> Self {
-        Self {
-            http: ports::free_port(),
-            grpc: ports::free_port(),
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.http)
-    }
-}
-
-fn orchestrator_config(addr: OrchestratorAddr, redis: Option<&str>) -> String {
-    let store = match redis {
-        Some(url) => format!("[store]\nkind = \"redis\"\nurl = \"{url}\"\n"),
-        None => "[store]\nkind = \"memory\"\n".to_owned(),
-    };
-    format!(
-        "[http]\nlisten = \"127.0.0.1:{}\"\n[grpc]\nlisten = \"127.0.0.1:{}\"\n[cluster]\ntoken = \"{TOKEN}\"\n{store}{SERVICE}",
-        addr.http, addr.grpc
-    )
-}
-
-/// An edge of the cluster: `roles` as in `[node] roles`; an ingest-only edge takes no end
-/// viewers (`max_viewers = 0`), so viewers must land elsewhere and come through a relay.
-fn start_edge(id: &str, roles: &[&str], orchestrator: OrchestratorAddr) -> EdgeProcess {
-    let http = ports::free_port();
-    let ingest_only = roles == ["ingest"];
-    let roles: Vec<String> = roles.iter().map(|r| format!("\"{r}\"")).collect();
-    let config = format!(
-        "[http]\nlisten = \"127.0.0.1:{http}\"\n\
-         [cluster]\ntoken = \"{TOKEN}\"\n\
-         [orchestrator]\nurl = \"http://127.0.0.1:{}\"\ngrpc = \"http://127.0.0.1:{}\"\n\
-         [node]\nid = \"{id}\"\nregion = \"eu\"\npublic_url = \"http://127.0.0.1:{http}\"\nroles = [{}]\n{}\
-         [viewers]\nreconnect_grace_secs = 20\n{SERVICE}",
-        orchestrator.http,
-        orchestrator.grpc,
-        roles.join(", "),
-        if ingest_only { "max_viewers = 0\n" } else { "" },
-    );
-    EdgeProcess::start_member(&config)
-}
-
-fn get_json(url: &str) -> Option<Value> {
-    let r = http_client().get(url).send().ok()?;
-    (r.status() == 200).then(|| r.json().ok()).flatten()
-}
-
-fn node_ids(orchestrator: &OrchestratorAddr) -> Vec<String> {
-    let mut ids: Vec<String> = get_json(&orchestrator.url("/api/v1/nodes"))
-        .and_then(|v| v.as_array().cloned())
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|n| n["id"].as_str().map(str::to_owned))
-        .collect();
-    ids.sort();
-    ids
-}
-
-fn wait_nodes(orchestrator: &OrchestratorAddr, want: &[&str]) -> Duration {
-    let start = Instant::now();
-    poll_until(
-        &format!("orchestrator lists exactly {want:?}"),
-        CONVERGE,
-        POLL,
-        || (node_ids(orchestrator) == want).then_some(()),
-    );
-    start.elapsed()
-}
-
-/// `GET /api/v1/streams/{name}` once its origin is `origin`.
-fn wait_stream_origin(orchestrator: &OrchestratorAddr, name: &str, origin: &str) -> Value {
-    poll_until(
-        &format!("stream {name} with origin {origin}"),
-        CONVERGE,
-        POLL,
-        || {
-            get_json(&orchestrator.url(&format!("/api/v1/streams/{name}")))
-                .filter(|s| s["origin"] == origin)
-        },
-    )
-}
-
-fn rtmp_publish(edge: &EdgeProcess, seconds: u32) -> Ffmpeg {
-    let url = format!("rtmp://127.0.0.1:{}/live/demo-key", edge.rtmp_port());
-    Ffmpeg::publish(
-        &url,
-        seconds,
-        &[
-            "-c:v",
-            "libx264",
-            "-preset",
-            "veryfast",
-            "-tune",
-            "zerolatency",
-            "-bf",
-            "0",
-            "-g",
-            "30",
-        ],
-        &["-c:a", "aac"],
-    )
-}
-
-fn turn() -> MutexGuard<'static, ()> {
-    exclusive()
-}
 
 /// Chromium publishes through the orchestrator and lands on the ingest edge; Chromium viewers
 /// through the orchestrator land on the viewer edges and decode frames that came through a
 /// relay; the REST API shows origin and relays.
 #[test]
 fn chromium_publishes_and_watches_through_the_orchestrator_via_a_relay() {
-    let _turn = turn();
+    let _turn = exclusive();
     let addr = OrchestratorAddr::new();
     let orchestrator = OrchestratorProcess::start(&orchestrator_config(addr, None));
     let a = start_edge("edge-a", &["ingest"], addr);
@@ -249,7 +127,7 @@ fn curl(args: &[&str]) -> (String, String) {
 /// refused by the orchestrator itself, without a redirect.
 #[test]
 fn curl_publishes_through_the_orchestrator_with_its_key_dropped() {
-    let _turn = turn();
+    let _turn = exclusive();
     let addr = OrchestratorAddr::new();
     let _orchestrator = OrchestratorProcess::start(&orchestrator_config(addr, None));
     let a = start_edge("edge-a", &["ingest", "edge"], addr);
@@ -351,7 +229,7 @@ fn curl_publishes_through_the_orchestrator_with_its_key_dropped() {
 /// node and stream again, because edges re-announce themselves.
 #[test]
 fn killed_edges_are_forgotten_and_a_restarted_orchestrator_relearns() {
-    let _turn = turn();
+    let _turn = exclusive();
     let addr = OrchestratorAddr::new();
     let mut orchestrator = OrchestratorProcess::start(&orchestrator_config(addr, None));
     let mut a = start_edge("edge-a", &["ingest"], addr);
@@ -426,7 +304,7 @@ fn redirect_target(url: &str, key: Option<&str>) -> (u16, String) {
 /// Two orchestrators on one Redis: edges report to one, both answer the same.
 #[test]
 fn two_orchestrators_on_one_redis_answer_the_same() {
-    let _turn = turn();
+    let _turn = exclusive();
     let redis = RedisProcess::start();
     let first = OrchestratorAddr::new();
     let second = OrchestratorAddr::new();
@@ -464,7 +342,7 @@ fn two_orchestrators_on_one_redis_answer_the_same() {
 /// their sessions and decode again, without a new WHEP request.
 #[test]
 fn relay_viewers_keep_decoding_across_an_upstream_restart() {
-    let _turn = turn();
+    let _turn = exclusive();
     let addr = OrchestratorAddr::new();
     let _orchestrator = OrchestratorProcess::start(&orchestrator_config(addr, None));
     let mut a = start_edge("edge-a", &["ingest"], addr);
@@ -525,7 +403,7 @@ fn relay_viewers_keep_decoding_across_an_upstream_restart() {
 /// it OK. The client is Google's grpcio.
 #[test]
 fn grpc_health_is_open_and_calls_need_the_cluster_token() {
-    let _turn = turn();
+    let _turn = exclusive();
     let addr = OrchestratorAddr::new();
     let _orchestrator = OrchestratorProcess::start(&orchestrator_config(addr, None));
     let a = start_edge("edge-a", &["ingest", "edge"], addr);

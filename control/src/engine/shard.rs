@@ -442,6 +442,14 @@ impl Shard {
                                 became_connected = true;
                             }
                             RTCPeerConnectionState::Failed => failed = Some("connection failed"),
+                            // A publisher without ICE consent for 5 s has dropped off the
+                            // network: let its viewers start the reconnect grace now rather
+                            // than after the 15 s failed timeout. A returning OBS POSTs anew.
+                            RTCPeerConnectionState::Disconnected
+                                if matches!(peer.role, Role::Publisher(_)) =>
+                            {
+                                failed = Some("publisher disconnected (no ICE consent for 5 s)");
+                            }
                             RTCPeerConnectionState::Closed => failed = Some("connection closed"),
                             _ => {}
                         }

@@ -248,6 +248,9 @@
     return whepBasePromise;
   }
 
+  // Seconds without a single packet before a connected viewer re-joins.
+  const STALL_SECS = 4;
+
   function watchPage() {
     const prefix = '/watch/';
     const raw = location.pathname.slice(prefix.length);
@@ -314,11 +317,12 @@
             setStatus('Live', 'live');
             break;
           case 'disconnected':
-            // ICE often recovers from a short outage by itself; give it a few seconds.
+            // ICE often recovers from a short outage by itself; give it a few seconds, not more: an
+            // edge that died will not come back, and the orchestrator has another one.
             setStatus('Connection interrupted…', 'error');
             disconnectTimer = setTimeout(() => {
               if (session.pc === pc && pc.connectionState === 'disconnected') retry('Reconnecting…', 0);
-            }, 5000);
+            }, 3000);
             break;
           case 'failed':
           case 'closed':
@@ -350,6 +354,33 @@
         }
       }
     };
+
+    // A session that stops receiving while ICE still looks fine (its edge ended it, or died a
+    // moment ago) is re-joined through the orchestrator after a few quiet seconds, long before
+    // ICE would call it failed.
+    let quietSecs = 0;
+    let lastPackets = -1;
+    setInterval(async () => {
+      const pc = session.pc;
+      if (!pc || pc.connectionState !== 'connected' || !session.sample) {
+        quietSecs = 0;
+        lastPackets = -1;
+        return;
+      }
+      let packets = lastPackets;
+      try {
+        packets = (await session.sample()).packets;
+      } catch {
+        // getStats() on a connection closed meanwhile: the state handler takes over.
+      }
+      quietSecs = packets === lastPackets ? quietSecs + 1 : 0;
+      lastPackets = packets;
+      if (quietSecs >= STALL_SECS && session.pc === pc) {
+        quietSecs = 0;
+        lastPackets = -1;
+        retry('No media. Reconnecting…', 0);
+      }
+    }, 1000);
 
     window.addEventListener('pagehide', close);
     window.addEventListener('pageshow', (e) => e.persisted && connect());
