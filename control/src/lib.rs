@@ -26,5 +26,5 @@ pub mod media;
 pub mod service;
 pub mod stream;
 
-pub use engine::{Engine, PatchOutcome, SessionAnswer, SessionKind};
+pub use engine::{Engine, PatchOutcome, SessionAnswer, SessionInfo, SessionKind, SessionState};
 pub use error::{Error, Result};

@@ -125,6 +125,34 @@ struct SessionEntry {
     stream: String,
     kind: SessionKind,
     etag: String,
+    created: Instant,
+    /// Dropped with the entry: watchers then learn the session ended.
+    state: tokio::sync::watch::Sender<SessionState>,
+}
+
+/// Where a WebRTC session is, for those who follow it (gRPC signaling, the entity API). The
+/// end of a session is its watch channel closing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionState {
+    /// Answered; ICE and DTLS not done yet.
+    Connecting,
+    /// Media can flow.
+    Connected,
+}
+
+/// One WebRTC session on this node.
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    /// The session id (last segment of its WHIP/WHEP resource URL).
+    pub session: String,
+    /// Its stream.
+    pub stream: String,
+    /// Publisher or viewer.
+    pub kind: SessionKind,
+    /// Where it is.
+    pub state: SessionState,
+    /// How long ago it was answered.
+    pub age: Duration,
 }
 
 /// State the shards share with the signaling side.
@@ -144,6 +172,13 @@ impl Shared {
 
     fn forget_session(&self, session: &str) {
         self.sessions().remove(session);
+    }
+
+    /// The session's WebRTC connection is up.
+    fn session_connected(&self, session: &str) {
+        if let Some(entry) = self.sessions().get(session) {
+            entry.state.send_replace(SessionState::Connected);
+        }
     }
 
     /// Ends `name` now if `session` is its publisher, and its viewers with it.
@@ -619,8 +654,52 @@ impl Engine {
                 stream: stream.to_owned(),
                 kind,
                 etag: etag.to_owned(),
+                created: Instant::now(),
+                state: tokio::sync::watch::Sender::new(SessionState::Connecting),
             },
         );
+    }
+
+    /// Every WebRTC session on this node.
+    pub fn sessions(&self) -> Vec<SessionInfo> {
+        let now = Instant::now();
+        let mut all: Vec<SessionInfo> = self
+            .shared
+            .sessions()
+            .iter()
+            .map(|(id, e)| SessionInfo {
+                session: id.clone(),
+                stream: e.stream.clone(),
+                kind: e.kind,
+                state: *e.state.borrow(),
+                age: now.saturating_duration_since(e.created),
+            })
+            .collect();
+        all.sort_by(|a, b| a.session.cmp(&b.session));
+        all
+    }
+
+    /// Follows `session`: its state now and each change; the channel closes when it ends.
+    /// `None` when there is no such session (any more).
+    pub fn follow_session(
+        &self,
+        session: &str,
+    ) -> Option<tokio::sync::watch::Receiver<SessionState>> {
+        self.shared
+            .sessions()
+            .get(session)
+            .map(|e| e.state.subscribe())
+    }
+
+    /// Ends one session, publisher or viewer, whichever way it was negotiated (a kick).
+    pub fn end_session(&self, session: &str) -> Result<()> {
+        let (kind, stream) = self
+            .shared
+            .sessions()
+            .get(session)
+            .map(|e| (e.kind, e.stream.clone()))
+            .ok_or(Error::SessionNotFound)?;
+        self.end(kind, &stream, session)
     }
 
     fn send(&self, shard: usize, cmd: Command) -> Result<()> {

@@ -515,6 +515,7 @@ impl Shard {
             return;
         };
         info!(session = %peer.session, stream = %peer.stream_name, "connected");
+        self.shared.session_connected(&peer.session);
         if !matches!(peer.role, Role::Viewer(_)) {
             return;
         }

@@ -21,6 +21,8 @@ pub enum IngestProtocol {
     Ftl,
     /// Pulled from another edge over WHEP.
     Relay,
+    /// WebRTC negotiated over gRPC `WebRtcSignaling.Signal`.
+    Signaling,
 }
 
 impl IngestProtocol {
@@ -31,6 +33,7 @@ impl IngestProtocol {
             IngestProtocol::Rtmp => "rtmp",
             IngestProtocol::Ftl => "ftl",
             IngestProtocol::Relay => "relay",
+            IngestProtocol::Signaling => "signaling",
         }
     }
 }

@@ -155,6 +155,7 @@ fn protocol(p: IngestProtocol) -> v1::Protocol {
         IngestProtocol::Rtmp => v1::Protocol::Rtmp,
         IngestProtocol::Ftl => v1::Protocol::Ftl,
         IngestProtocol::Relay => v1::Protocol::Relay,
+        IngestProtocol::Signaling => v1::Protocol::GrpcSignaling,
     }
 }
 
