@@ -45,6 +45,12 @@ pub enum Error {
     /// The node is not accepting new sessions.
     #[error("node is at capacity or draining")]
     Unavailable,
+    /// The node is draining: it takes no new sessions (ask the orchestrator for another).
+    #[error("this node is draining and takes no new sessions; try another node")]
+    Draining,
+    /// A configured session ceiling is reached.
+    #[error("this node is full ({0} reached); try another node")]
+    AtCapacity(String),
     /// A redirect ticket that does not grant this request.
     #[error("redirect ticket refused: {0}")]
     Ticket(#[from] crate::cluster::TicketError),
@@ -77,7 +83,7 @@ impl Error {
             Error::StreamBusy(_) => 409,
             Error::StreamNotFound(_) | Error::SessionNotFound => 404,
             Error::PreconditionFailed => 412,
-            Error::Unavailable => 503,
+            Error::Unavailable | Error::Draining | Error::AtCapacity(_) => 503,
             Error::Engine(_) => 500,
         }
     }

@@ -22,8 +22,10 @@ pub struct SignalingState {
     /// The engine that answers.
     pub engine: Arc<Engine>,
     /// Base URL for `Location` headers (`https://edge.example.org`); when unset, built from
-    /// the request's `Host`.
+    /// the request's `Host` (or HTTP/2 `:authority`).
     pub public_url: Option<String>,
+    /// Whether this server speaks HTTPS: the scheme of URLs built from the request.
+    pub tls: bool,
 }
 
 impl IntoResponse for Error {
@@ -148,19 +150,28 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// The absolute URL of `path` on this node, as the client reached it.
-pub fn absolute_url(state: &SignalingState, headers: &HeaderMap, path: &str) -> String {
+pub fn absolute_url(
+    state: &SignalingState,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+    path: &str,
+) -> String {
     if let Some(base) = &state.public_url {
         return format!("{}{path}", base.trim_end_matches('/'));
     }
+    // HTTP/1.1 names the host in `Host`; HTTP/2 (what browsers use over TLS) in `:authority`,
+    // which arrives as the URI's authority.
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()))
         .unwrap_or("localhost");
+    let own = if state.tls { "https" } else { "http" };
     let scheme = headers
         .get("x-forwarded-proto")
         .and_then(|h| h.to_str().ok())
         .filter(|p| *p == "https" || *p == "http")
-        .unwrap_or("http");
+        .unwrap_or(own);
     format!("{scheme}://{host}{path}")
 }
 

@@ -7,6 +7,8 @@
 //! - [`stream`]: the registry of streams (tracks, publisher, viewers, counters) the signaling
 //!   side and the REST API read.
 //! - [`media`]: the shared packet type, codecs, keyframe detection and the keyframe cache.
+//! - [`rate`]: per-IP token buckets for POSTs and signaling streams.
+//! - [`serve`]: serving an HTTP app over HTTP or HTTPS (rustls), for both binaries.
 //! - [`service`]: stream authentication (open, static keys).
 //! - [`http`]: the HTTP face shared by WHIP and WHEP (SDP bodies, session resources, errors).
 //! - [`cluster`]: redirect tickets and the hook that pulls a missing stream from another edge.
@@ -23,6 +25,8 @@ pub mod engine;
 pub mod error;
 pub mod http;
 pub mod media;
+pub mod rate;
+pub mod serve;
 pub mod service;
 pub mod stream;
 

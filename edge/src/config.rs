@@ -3,6 +3,7 @@
 
 use serde::Deserialize;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use waveguide_control::config::{ViewerConfig, WebRtcConfig};
 use waveguide_control::config_file::{ConfigFileError, read_with_env};
 use waveguide_control::service::ServiceConfig;
@@ -37,6 +38,27 @@ pub struct EdgeConfig {
     pub node: NodeConfig,
     /// `[relay]`
     pub relay: RelaySettings,
+    /// `[limits]`
+    pub limits: LimitsConfig,
+}
+
+/// `[limits]`: what one client may ask of the node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// WHIP/WHEP POSTs per minute per client IP address (0: no limit); `429` past it.
+    pub posts_per_minute: u32,
+    /// POSTs one address may make at once before the per-minute rate applies.
+    pub posts_burst: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            posts_per_minute: 600,
+            posts_burst: 100,
+        }
+    }
 }
 
 /// `[grpc]`: the node's gRPC server (ModuleService, EntityService, health, reflection).
@@ -49,6 +71,10 @@ pub struct GrpcConfig {
     pub listen: SocketAddr,
     /// The URL the orchestrator reaches this server at; derived from `listen` if unset.
     pub public_url: Option<String>,
+    /// PEM certificate chain: with `tls_key`, gRPC is served over TLS only.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for GrpcConfig {
@@ -57,6 +83,8 @@ impl Default for GrpcConfig {
             enabled: true,
             listen: SocketAddr::from(([0, 0, 0, 0], 50051)),
             public_url: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -68,6 +96,9 @@ pub struct ClusterConfig {
     /// Authenticates gRPC calls both ways and signs redirect tickets. Unset: a standalone
     /// edge that accepts no gRPC calls and no tickets.
     pub token: Option<String>,
+    /// PEM CA certificate(s) that sign the orchestrator's gRPC certificate, for an `https://`
+    /// `[orchestrator] grpc`. Unset: the public web PKI roots.
+    pub ca_cert: Option<PathBuf>,
 }
 
 /// `[orchestrator]`: where this edge reports.
@@ -172,6 +203,10 @@ pub struct HttpConfig {
     pub public_url: Option<String>,
     /// Origins allowed by CORS; empty means any (`*`).
     pub cors_origins: Vec<String>,
+    /// PEM certificate chain: with `tls_key`, the server speaks HTTPS only.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for HttpConfig {
@@ -180,6 +215,8 @@ impl Default for HttpConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             public_url: None,
             cors_origins: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -222,6 +259,7 @@ const ENV_SECTIONS: &[&str] = &[
     "orchestrator",
     "node",
     "relay",
+    "limits",
 ];
 
 /// Reads the file (if any), applies environment overrides, then checks every key.

@@ -23,6 +23,8 @@ use tracing::{info, warn};
 use waveguide_control::Engine;
 use waveguide_control::cluster::TicketKey;
 use waveguide_control::http::SignalingState;
+use waveguide_control::rate::RateLimit;
+use waveguide_control::serve::{Tls, serve, tls_pair};
 use waveguide_control::service::{Service, ServiceKind};
 use waveguide_control::stream::Streams;
 use waveguide_inputs::relay::{Relay, RelayConfig};
@@ -30,7 +32,8 @@ use waveguide_outputs::player::PlayerConfig;
 
 const CONFIG_HELP: &str = "\
 Config file keys (TOML; env WAVEGUIDE_<SECTION>_<KEY> overrides each; see deploy/edge.example.toml):
-  [http]     listen (addr, 0.0.0.0:8080), public_url (base URL for Location), cors_origins ([] = any)
+  [http]     listen (addr, 0.0.0.0:8080), public_url (base URL for Location), cors_origins ([] = any),
+             tls_cert + tls_key (PEM paths: serve HTTPS)
   [webrtc]   udp_port (8189; shard i uses udp_port+i), shards (0 = one per core),
              public_ip (NAT 1:1 address advertised), bind_ips ([] = every interface address),
              ice_servers (STUN/TURN URLs sent in Link headers)
@@ -39,14 +42,17 @@ Config file keys (TOML; env WAVEGUIDE_<SECTION>_<KEY> overrides each; see deploy
   [viewers]  reconnect_grace_secs (15), queue_packets (4096)
   [ftl]      enabled (true), listen (0.0.0.0:8084), media_port (8085)
   [rtmp]     enabled (true), listen (0.0.0.0:1935); publish to rtmp://HOST:1935/live/<stream key>
-  [grpc]     enabled (true), listen (0.0.0.0:50051), public_url (derived from listen)
-  [cluster]  token (gRPC auth both ways + redirect tickets; unset = standalone)
+  [grpc]     enabled (true), listen (0.0.0.0:50051), public_url (derived from listen),
+             tls_cert + tls_key (PEM paths: gRPC over TLS)
+  [cluster]  token (gRPC auth both ways + redirect tickets; unset = standalone),
+             ca_cert (PEM CA of an https:// orchestrator gRPC; unset = web PKI roots)
   [orchestrator] url (HTTP, for relay), grpc (EventService), heartbeat_secs (1)
   [node]     id (host name), region, public_url, roles ([\"ingest\", \"edge\"]),
              max_viewers (unset = no limit; 0 = relay pulls only), max_egress_mbps (0 = no limit),
              max_publishers (unset = no limit)
              drain_secs (30: on SIGTERM, sessions may run this long before they are closed)
   [relay]    enabled (true), idle_grace_secs (30)
+  [limits]   posts_per_minute (600 WHIP/WHEP POSTs per client IP; 0 = off), posts_burst (100)
   [log]      format (\"text\" | \"json\"), filter (tracing filter; RUST_LOG wins)";
 
 /// Waveguide edge node: publish over WHIP, watch over WHEP.
@@ -145,6 +151,7 @@ async fn run(config: EdgeConfig, log: grpc::LogReload) -> anyhow::Result<()> {
     let state = SignalingState {
         engine: Arc::clone(&engine),
         public_url: config.http.public_url.clone(),
+        tls: config.http.tls_cert.is_some(),
     };
     let player = PlayerConfig {
         whep_base: config
@@ -153,7 +160,38 @@ async fn run(config: EdgeConfig, log: grpc::LogReload) -> anyhow::Result<()> {
             .as_ref()
             .map(|u| u.trim_end_matches('/').to_owned()),
     };
-    let app = router::build(state, metrics, &config.http.cors_origins, player);
+    let post_limit =
+        RateLimit::per_minute(config.limits.posts_per_minute, config.limits.posts_burst)
+            .map(Arc::new);
+    let admin = api::AdminToken::new(token.as_deref());
+    let app = router::build(
+        state,
+        metrics,
+        &config.http.cors_origins,
+        player,
+        post_limit,
+        admin,
+    );
+    let http_tls = match tls_pair(
+        "http",
+        config.http.tls_cert.as_deref(),
+        config.http.tls_key.as_deref(),
+    )
+    .map_err(anyhow::Error::msg)?
+    {
+        Some((cert, key)) => Some(Tls::load(cert, key).await?),
+        None => None,
+    };
+    let grpc_tls = match tls_pair(
+        "grpc",
+        config.grpc.tls_cert.as_deref(),
+        config.grpc.tls_key.as_deref(),
+    )
+    .map_err(anyhow::Error::msg)?
+    {
+        Some((cert, key)) => Some(grpc::TlsIdentity::load(cert, key)?),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("binding HTTP {}", config.http.listen))?;
@@ -189,8 +227,27 @@ async fn run(config: EdgeConfig, log: grpc::LogReload) -> anyhow::Result<()> {
     };
     let identity = NodeIdentity::new(&config, bound);
     let stop = Stop::default();
-    let reporter = start_reporter(&config, &engine, &identity, token.as_deref(), &stop)?;
-    start_relay(&config, &engine, identity.id(), token.as_deref());
+    let ca_cert_pem = match &config.cluster.ca_cert {
+        Some(path) => Some(
+            std::fs::read(path).with_context(|| format!("[cluster] ca_cert {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let reporter = start_reporter(
+        &config,
+        &engine,
+        &identity,
+        token.as_deref(),
+        ca_cert_pem.clone(),
+        &stop,
+    )?;
+    start_relay(
+        &config,
+        &engine,
+        identity.id(),
+        token.as_deref(),
+        ca_cert_pem,
+    );
     let drain = Drain {
         engine: Arc::clone(&engine),
         reporter: reporter.as_ref().map(|(h, _)| h.clone()),
@@ -215,7 +272,7 @@ async fn run(config: EdgeConfig, log: grpc::LogReload) -> anyhow::Result<()> {
         };
         let token = token.clone().unwrap_or_default();
         tokio::spawn(async move {
-            if let Err(e) = grpc::serve(grpc_listener, state, token).await {
+            if let Err(e) = grpc::serve(grpc_listener, state, token, grpc_tls).await {
                 tracing::error!("gRPC stopped: {e}");
             }
         });
@@ -232,11 +289,12 @@ async fn run(config: EdgeConfig, log: grpc::LogReload) -> anyhow::Result<()> {
         signal_stop.stop();
     });
     let http_stop = stop.clone();
-    axum::serve(
+    serve(
         listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
+        app,
+        http_tls,
+        async move { http_stop.stopped().await },
     )
-    .with_graceful_shutdown(async move { http_stop.stopped().await })
     .await
     .context("HTTP server")?;
     if let Some((_, task)) = reporter {
@@ -253,6 +311,7 @@ fn start_reporter(
     engine: &Arc<Engine>,
     identity: &NodeIdentity,
     token: Option<&str>,
+    ca_cert_pem: Option<Vec<u8>>,
     stop: &Stop,
 ) -> anyhow::Result<Option<(ReporterHandle, tokio::task::JoinHandle<()>)>> {
     let Some(url) = config.orchestrator.grpc.clone() else {
@@ -267,6 +326,7 @@ fn start_reporter(
         Arc::clone(engine),
         identity.clone(),
         token.to_owned(),
+        ca_cert_pem,
         Target { url, interval },
         stop.clone(),
     )
@@ -275,7 +335,13 @@ fn start_reporter(
 }
 
 /// Lets viewers of a stream this edge lacks pull it from the edge that has it.
-fn start_relay(config: &EdgeConfig, engine: &Arc<Engine>, node_id: &str, token: Option<&str>) {
+fn start_relay(
+    config: &EdgeConfig,
+    engine: &Arc<Engine>,
+    node_id: &str,
+    token: Option<&str>,
+    ca_cert_pem: Option<Vec<u8>>,
+) {
     let (true, Some(url), Some(token)) = (config.relay.enabled, &config.orchestrator.url, token)
     else {
         return;
@@ -295,6 +361,7 @@ fn start_relay(config: &EdgeConfig, engine: &Arc<Engine>, node_id: &str, token: 
             idle_grace: Duration::from_secs(config.relay.idle_grace_secs),
             reconnect_grace: config.viewers.reconnect_grace(),
             bind_ip,
+            ca_cert_pem,
         },
     );
     engine.set_upstream(relay);
@@ -308,7 +375,12 @@ fn announce(config: &EdgeConfig, engine: &Engine, bound: SocketAddr) {
         } else {
             bound.ip().to_string()
         };
-        format!("http://{host}:{}", bound.port())
+        let scheme = if config.http.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{host}:{}", bound.port())
     });
     info!("player:       {base}/");
     info!("publish page: {base}/publish");

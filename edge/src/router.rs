@@ -4,15 +4,20 @@
 use crate::api;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware;
-use axum::response::Response;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use waveguide_control::Engine;
 use waveguide_control::http::{MAX_SDP_BYTES, SignalingState};
+use waveguide_control::rate::RateLimit;
 use waveguide_outputs::player::PlayerConfig;
 
 /// Every route of the edge.
@@ -21,6 +26,8 @@ pub fn build(
     metrics: PrometheusHandle,
     cors_origins: &[String],
     player: PlayerConfig,
+    post_limit: Option<Arc<RateLimit>>,
+    admin: api::AdminToken,
 ) -> Router {
     let origins = if cors_origins.is_empty() {
         AllowOrigin::any()
@@ -56,10 +63,23 @@ pub fn build(
     let engine = Arc::clone(&state.engine);
     let api = Router::new()
         .route("/api/v1/streams", get(api::streams))
-        .route("/api/v1/streams/{name}", get(api::stream));
-    Router::new()
+        .route(
+            "/api/v1/streams/{name}",
+            get(api::stream).delete(api::end_stream),
+        )
+        .route("/api/v1/sessions", get(api::sessions))
+        .route(
+            "/api/v1/sessions/{id}",
+            get(api::session).delete(api::end_session),
+        )
+        .layer(axum::Extension(admin));
+    // Only the offers are limited: a POST costs an SDP parse and a peer connection.
+    let signaling = Router::new()
         .merge(waveguide_inputs::whip::router())
         .merge(waveguide_outputs::whep::router())
+        .route_layer(middleware::from_fn_with_state(post_limit, limit_posts));
+    Router::new()
+        .merge(signaling)
         .merge(api)
         .with_state(state)
         .merge(waveguide_outputs::player::router(player))
@@ -85,6 +105,32 @@ fn readiness(engine: &Engine) -> (StatusCode, &'static str) {
     } else {
         (StatusCode::OK, "ready\n")
     }
+}
+
+/// `429 Too Many Requests` (with `Retry-After`) for a client past its POST rate.
+async fn limit_posts(
+    State(limit): State<Option<Arc<RateLimit>>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if request.method() == Method::POST
+        && let Some(limit) = &limit
+        && let Err(wait) = limit.check(remote.ip(), Instant::now())
+    {
+        let secs = wait.as_secs().max(1);
+        tracing::debug!(client = %remote.ip(), "WHIP/WHEP POST rate exceeded");
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, secs.to_string())],
+            format!(
+                "too many requests from {}; retry in {secs} s\n",
+                remote.ip()
+            ),
+        )
+            .into_response();
+    }
+    next.run(request).await
 }
 
 /// Answers a CORS preflight with `204 No Content` (tower-http's layer says `200` with an empty

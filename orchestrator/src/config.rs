@@ -6,7 +6,7 @@
 //! (the error names them) so a typo is reported at start instead of silently ignored.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -52,6 +52,10 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     /// Origins allowed by CORS; empty means any (`*`).
     pub cors_origins: Vec<String>,
+    /// PEM certificate chain: with `tls_key`, the server speaks HTTPS only.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for HttpConfig {
@@ -59,6 +63,8 @@ impl Default for HttpConfig {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 8090)),
             cors_origins: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -69,12 +75,18 @@ impl Default for HttpConfig {
 pub struct GrpcConfig {
     /// `waveguide.v1.EventService`, `grpc.health.v1.Health` and reflection.
     pub listen: SocketAddr,
+    /// PEM certificate chain: with `tls_key`, gRPC is served over TLS only.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for GrpcConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 50052)),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -89,6 +101,9 @@ pub struct ClusterConfig {
     pub heartbeat_secs: u64,
     /// How long a redirect ticket stays valid.
     pub ticket_ttl_secs: u64,
+    /// PEM CA certificate(s) that sign the edges' gRPC certificates (`https://` grpc URLs).
+    /// Unset: the public web PKI roots.
+    pub ca_cert: Option<PathBuf>,
 }
 
 impl Default for ClusterConfig {
@@ -97,6 +112,7 @@ impl Default for ClusterConfig {
             token: String::new(),
             heartbeat_secs: 1,
             ticket_ttl_secs: 60,
+            ca_cert: None,
         }
     }
 }

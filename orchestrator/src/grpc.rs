@@ -79,6 +79,7 @@ pub async fn serve<H: Health>(
     events: impl EventService,
     health: HealthServer<H>,
     cluster_token: &str,
+    tls: Option<tonic::transport::Identity>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let auth = ClusterAuth::new(cluster_token);
@@ -90,7 +91,11 @@ pub async fn serve<H: Health>(
         .register_encoded_file_descriptor_set(v1::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
-    Server::builder()
+    let mut server = Server::builder();
+    if let Some(identity) = tls {
+        server = server.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
+    }
+    server
         .add_service(health)
         .add_service(EventServiceServer::with_interceptor(events, auth.clone()))
         .add_service(InterceptedService::new(reflection_v1, auth.clone()))

@@ -44,6 +44,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use waveguide_control::cluster::TicketKey;
+use waveguide_control::serve::{Tls, serve, tls_pair};
 use waveguide_control::service::Service;
 
 use crate::config::Config;
@@ -76,8 +77,39 @@ impl Orchestrator {
         let regions = config.validate()?;
         let service = Service::new(config.service.clone())
             .map_err(|err| anyhow::anyhow!("[service]: {err}"))?;
-        let clients =
-            Arc::new(NodeClients::new(&config.cluster.token).map_err(anyhow::Error::msg)?);
+        let read = |path: &std::path::Path, what: &str| {
+            std::fs::read(path).with_context(|| format!("{what} {}", path.display()))
+        };
+        let ca_cert_pem = match &config.cluster.ca_cert {
+            Some(path) => Some(read(path, "[cluster] ca_cert")?),
+            None => None,
+        };
+        let http_tls = match tls_pair(
+            "http",
+            config.http.tls_cert.as_deref(),
+            config.http.tls_key.as_deref(),
+        )
+        .map_err(anyhow::Error::msg)?
+        {
+            Some((cert, key)) => Some(Tls::load(cert, key).await?),
+            None => None,
+        };
+        let grpc_tls = match tls_pair(
+            "grpc",
+            config.grpc.tls_cert.as_deref(),
+            config.grpc.tls_key.as_deref(),
+        )
+        .map_err(anyhow::Error::msg)?
+        {
+            Some((cert, key)) => Some(tonic::transport::Identity::from_pem(
+                read(cert, "[grpc] tls_cert")?,
+                read(key, "[grpc] tls_key")?,
+            )),
+            None => None,
+        };
+        let clients = Arc::new(
+            NodeClients::new(&config.cluster.token, ca_cert_pem).map_err(anyhow::Error::msg)?,
+        );
         let store = Store::open(&config.store, config.cluster.node_expiry())
             .with_context(|| format!("cannot open the {} store", config.store.kind.as_str()))?;
 
@@ -105,9 +137,16 @@ impl Orchestrator {
         let grpc_shutdown = stopped(shutdown.subscribe());
         let mut servers = JoinSet::new();
         servers.spawn(async move {
-            let served = grpc::serve(grpc_listener, events, health_service, &token, grpc_shutdown)
-                .await
-                .context("gRPC server failed");
+            let served = grpc::serve(
+                grpc_listener,
+                events,
+                health_service,
+                &token,
+                grpc_tls,
+                grpc_shutdown,
+            )
+            .await
+            .context("gRPC server failed");
             ("gRPC", served)
         });
         readiness.set_grpc_listening(true);
@@ -127,13 +166,9 @@ impl Orchestrator {
         let app = http::router(state, &config.http.cors_origins);
         let http_shutdown = stopped(shutdown.subscribe());
         servers.spawn(async move {
-            let served = axum::serve(
-                http_listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(http_shutdown)
-            .await
-            .context("HTTP server failed");
+            let served = serve(http_listener, app, http_tls, http_shutdown)
+                .await
+                .context("HTTP server failed");
             ("HTTP", served)
         });
 

@@ -9,7 +9,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use tonic::metadata::MetadataValue;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use waveguide_proto::v1;
 use waveguide_proto::v1::entity_service_client::EntityServiceClient;
 use waveguide_proto::v1::module_service_client::ModuleServiceClient;
@@ -30,16 +30,19 @@ const MAX_CHANNELS: usize = 4096;
 pub struct NodeClients {
     authorization: MetadataValue<tonic::metadata::Ascii>,
     channels: Mutex<HashMap<String, Channel>>,
+    /// Trusted for `https://` node URLs; `None`: the public web PKI roots.
+    ca_cert_pem: Option<Vec<u8>>,
 }
 
 impl NodeClients {
     /// Fails when the token cannot be sent as gRPC metadata (not visible ASCII).
-    pub fn new(cluster_token: &str) -> Result<Self, String> {
+    pub fn new(cluster_token: &str, ca_cert_pem: Option<Vec<u8>>) -> Result<Self, String> {
         let authorization = MetadataValue::try_from(format!("Bearer {cluster_token}"))
             .map_err(|_| "cluster.token must be printable ASCII (it is sent as gRPC metadata)")?;
         Ok(Self {
             authorization,
             channels: Mutex::default(),
+            ca_cert_pem,
         })
     }
 
@@ -48,11 +51,21 @@ impl NodeClients {
         if let Some(channel) = channels.get(&node.grpc_url) {
             return Ok(channel.clone());
         }
-        let endpoint =
-            Endpoint::from_shared(node.grpc_url.clone()).map_err(|err| Error::NodeUnreachable {
-                node: node.id.clone(),
-                detail: format!("grpc_url `{}`: {err}", node.grpc_url),
-            })?;
+        let unreachable = |detail: String| Error::NodeUnreachable {
+            node: node.id.clone(),
+            detail,
+        };
+        let mut endpoint = Endpoint::from_shared(node.grpc_url.clone())
+            .map_err(|err| unreachable(format!("grpc_url `{}`: {err}", node.grpc_url)))?;
+        if node.grpc_url.starts_with("https://") {
+            let tls = match &self.ca_cert_pem {
+                Some(pem) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)),
+                None => ClientTlsConfig::new().with_webpki_roots(),
+            };
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|err| unreachable(format!("TLS for `{}`: {err}", node.grpc_url)))?;
+        }
         let channel = endpoint
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)

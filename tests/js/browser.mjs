@@ -20,6 +20,8 @@ export const CHROMIUM_ARGS = [
   '--disable-background-networking',
   '--disable-component-update',
   '--disable-gpu',
+  // The TLS tests serve a self-signed certificate made for the run.
+  '--ignore-certificate-errors',
   '--no-first-run',
   '--disable-sync',
   // Background pages/timers must keep running: several pages are driven at once.

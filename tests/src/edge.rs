@@ -54,6 +54,8 @@ pub fn http_client() -> reqwest::blocking::Client {
         .timeout(Duration::from_secs(10))
         .connect_timeout(Duration::from_secs(2))
         .redirect(reqwest::redirect::Policy::none())
+        // The TLS tests serve a self-signed certificate made for the run (loopback only).
+        .danger_accept_invalid_certs(true)
         .build()
         .expect("build reqwest client")
 }
@@ -107,6 +109,8 @@ fn set_path(root: &mut toml::Table, table: &str, key: &str, value: toml::Value, 
 /// The running edge. Killed (SIGKILL) on drop; the log tail is printed if the test panicked.
 pub struct EdgeProcess {
     child: Child,
+    /// `https` when the config serves TLS.
+    scheme: &'static str,
     http_port: u16,
     udp_port: u16,
     grpc_port: u16,
@@ -220,8 +224,14 @@ impl EdgeProcess {
         std::fs::write(&config_path, &config)
             .unwrap_or_else(|e| panic!("write {}: {e}", config_path.display()));
         let child = spawn_edge(&bin, &config_path, &log);
+        let scheme = if root.get("http").and_then(|h| h.get("tls_cert")).is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let mut edge = EdgeProcess {
             child,
+            scheme,
             http_port,
             udp_port,
             grpc_port,
@@ -310,9 +320,9 @@ impl EdgeProcess {
         self.child.id()
     }
 
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>` (`https` when the edge serves TLS).
     pub fn base_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.http_port)
+        format!("{}://127.0.0.1:{}", self.scheme, self.http_port)
     }
 
     /// `base_url() + path`; `path` starts with `/`.

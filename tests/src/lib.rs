@@ -53,6 +53,7 @@ pub mod offer;
 pub mod orchestrator;
 pub mod ports;
 pub mod process;
+pub mod signaling;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

@@ -64,6 +64,11 @@ impl OrchestratorProcess {
             .and_then(|l| l.as_str())
             .expect("the cluster test names [http] listen")
             .to_owned();
+        let scheme = if root.get("http").and_then(|h| h.get("tls_cert")).is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let log = new_log_path("orchestrator");
         let config_path = log.with_extension("toml");
         std::fs::write(&config_path, config_toml)
@@ -71,7 +76,7 @@ impl OrchestratorProcess {
         let child = spawn_logged(&bin, &["--config".as_ref(), config_path.as_os_str()], &log);
         let mut o = OrchestratorProcess {
             child,
-            http: format!("http://{http}"),
+            http: format!("{scheme}://{http}"),
             log,
             config_path,
         };

@@ -65,14 +65,4 @@ impl NodeLimits {
             Ordering::Relaxed,
         );
     }
-
-    /// Whether one more end viewer fits next to `current` viewers.
-    pub fn admits_viewer(&self, current: usize) -> bool {
-        !self.is_draining() && self.max_viewers().is_none_or(|m| current < m as usize)
-    }
-
-    /// Whether one more publisher fits next to `current` publishers.
-    pub fn admits_publisher(&self, current: usize) -> bool {
-        !self.is_draining() && self.max_publishers().is_none_or(|m| current < m as usize)
-    }
 }

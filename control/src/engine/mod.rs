@@ -316,10 +316,14 @@ impl Engine {
     /// Refuses a new publisher while draining or at the publisher ceiling.
     pub(crate) fn admit_publisher(&self) -> Result<()> {
         let (publishers, _) = self.shared.streams.live_counts();
-        if self.limits.admits_publisher(publishers) {
-            Ok(())
-        } else {
-            Err(Error::Unavailable)
+        if self.limits.is_draining() {
+            return Err(Error::Draining);
+        }
+        match self.limits.max_publishers() {
+            Some(max) if publishers >= max as usize => {
+                Err(Error::AtCapacity(format!("publisher limit of {max}")))
+            }
+            _ => Ok(()),
         }
     }
 
@@ -431,13 +435,14 @@ impl Engine {
         };
         let offer = offer::parse(&offer_sdp)?;
         let (_, viewers) = self.shared.streams.live_counts();
-        let admitted = if relay_pull {
-            !self.limits.is_draining()
-        } else {
-            self.limits.admits_viewer(viewers)
-        };
-        if !admitted {
-            return Err(Error::Unavailable);
+        if self.limits.is_draining() {
+            return Err(Error::Draining);
+        }
+        if !relay_pull
+            && let Some(max) = self.limits.max_viewers()
+            && viewers >= max as usize
+        {
+            return Err(Error::AtCapacity(format!("viewer limit of {max}")));
         }
         let mut found = self.shared.streams.get(stream);
         if found.is_none()

@@ -24,13 +24,17 @@ pub struct BoundAddrs {
     pub grpc: Option<SocketAddr>,
 }
 
-fn url_of(addr: SocketAddr) -> String {
+fn url_of(scheme: &str, addr: SocketAddr) -> String {
     let host = if addr.ip().is_unspecified() {
         "127.0.0.1".to_owned()
     } else {
         addr.ip().to_string()
     };
-    format!("http://{host}:{}", addr.port())
+    format!("{scheme}://{host}:{}", addr.port())
+}
+
+fn scheme(tls: bool) -> &'static str {
+    if tls { "https" } else { "http" }
 }
 
 /// A protobuf timestamp.
@@ -68,12 +72,16 @@ impl NodeIdentity {
             .public_url
             .clone()
             .or_else(|| config.http.public_url.clone())
-            .unwrap_or_else(|| url_of(bound.http));
+            .unwrap_or_else(|| url_of(scheme(config.http.tls_cert.is_some()), bound.http));
         let grpc_url = config
             .grpc
             .public_url
             .clone()
-            .or_else(|| bound.grpc.map(url_of))
+            .or_else(|| {
+                bound
+                    .grpc
+                    .map(|a| url_of(scheme(config.grpc.tls_cert.is_some()), a))
+            })
             .unwrap_or_default();
         let rtmp_url = if config.rtmp.enabled && roles.contains(&NodeRole::Ingest) {
             let host = public_url

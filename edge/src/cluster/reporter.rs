@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, watch};
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tracing::{info, warn};
 use waveguide_control::Engine;
 use waveguide_proto::v1::event_service_client::EventServiceClient;
@@ -84,11 +84,20 @@ impl tonic::service::Interceptor for Bearer {
     }
 }
 
-fn client(url: &str, token: &str) -> Result<Client, String> {
-    let endpoint = Endpoint::from_shared(url.to_owned())
+fn client(url: &str, token: &str, ca_cert_pem: Option<&[u8]>) -> Result<Client, String> {
+    let mut endpoint = Endpoint::from_shared(url.to_owned())
         .map_err(|e| format!("orchestrator gRPC URL {url}: {e}"))?
         .connect_timeout(Duration::from_secs(1))
         .timeout(Duration::from_secs(2));
+    if url.starts_with("https://") {
+        let tls = match ca_cert_pem {
+            Some(pem) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)),
+            None => ClientTlsConfig::new().with_webpki_roots(),
+        };
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|e| format!("orchestrator gRPC TLS: {e}"))?;
+    }
     let bearer = MetadataValue::try_from(format!("Bearer {token}"))
         .map_err(|_| "the cluster token is not a valid header value".to_owned())?;
     Ok(EventServiceClient::with_interceptor(
@@ -121,6 +130,7 @@ struct Reporter {
     engine: Arc<Engine>,
     identity: NodeIdentity,
     token: String,
+    ca_cert_pem: Option<Vec<u8>>,
     sampler: LoadSampler,
     sequence: u64,
     /// `None`: the orchestrator must be sent `NodeUp` before anything else.
@@ -134,16 +144,18 @@ pub fn spawn(
     engine: Arc<Engine>,
     identity: NodeIdentity,
     token: String,
+    ca_cert_pem: Option<Vec<u8>>,
     target: Target,
     stop: super::Stop,
 ) -> Result<(ReporterHandle, tokio::task::JoinHandle<()>), String> {
-    client(&target.url, &token)?;
+    client(&target.url, &token, ca_cert_pem.as_deref())?;
     let (events_tx, events) = mpsc::unbounded_channel();
     let (target_tx, target_rx) = watch::channel(target);
     let reporter = Reporter {
         engine,
         identity,
         token,
+        ca_cert_pem,
         sampler: LoadSampler::default(),
         sequence: 0,
         told: None,
@@ -172,7 +184,7 @@ impl Reporter {
     ) {
         let mut changes = self.engine.streams().subscribe();
         let mut current = target.borrow_and_update().clone();
-        let mut client = match client(&current.url, &self.token) {
+        let mut client = match client(&current.url, &self.token, self.ca_cert_pem.as_deref()) {
             Ok(c) => c,
             Err(e) => {
                 warn!("cluster reporting off: {e}");
@@ -198,7 +210,7 @@ impl Reporter {
                     if changed.is_err() { continue; }
                     let next = target.borrow_and_update().clone();
                     if next.url != current.url {
-                        match super::reporter::client(&next.url, &self.token) {
+                        match self::client(&next.url, &self.token, self.ca_cert_pem.as_deref()) {
                             Ok(c) => {
                                 info!(orchestrator = %next.url, "reporting to a new orchestrator endpoint");
                                 client = c;

@@ -1,6 +1,7 @@
 //! The edge's gRPC server: `ModuleService` (lifecycle: register, health, configure, drain),
-//! `EntityService` (streams; the part the orchestrator needs: list, status, end a stream),
-//! `grpc.health.v1.Health` and reflection.
+//! `EntityService` (streams, tracks and sessions: list, status, kick), `PipelineService`
+//! (flows: status, disconnect), `WebRtcSignaling` (publish and watch over a gRPC stream),
+//! `grpc.health.v1.Health` and reflection, optionally over TLS.
 //!
 //! Every `waveguide.v1` call and reflection needs `authorization: Bearer <cluster token>`;
 //! without it the answer is `UNAUTHENTICATED`. Health stays open: Kubernetes gRPC probes and
@@ -8,6 +9,8 @@
 
 mod entity;
 mod module;
+mod pipeline;
+mod signaling;
 
 use crate::cluster::Stop;
 use crate::cluster::drain::Drain;
@@ -47,6 +50,24 @@ pub struct NodeState {
     pub started: Instant,
 }
 
+/// The gRPC server's certificate and key.
+pub struct TlsIdentity(tonic::transport::Identity);
+
+impl TlsIdentity {
+    /// Reads the PEM files.
+    pub fn load(cert: &std::path::Path, key: &std::path::Path) -> std::io::Result<Self> {
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("gRPC TLS file {}: {e}", p.display()))
+            })
+        };
+        Ok(Self(tonic::transport::Identity::from_pem(
+            read(cert)?,
+            read(key)?,
+        )))
+    }
+}
+
 /// Rejects calls without the cluster token.
 #[derive(Clone)]
 struct ClusterAuth(Arc<str>);
@@ -72,6 +93,7 @@ pub async fn serve(
     listener: TcpListener,
     state: NodeState,
     token: String,
+    tls: Option<TlsIdentity>,
 ) -> Result<(), tonic::transport::Error> {
     let auth = ClusterAuth(token.into());
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -89,22 +111,38 @@ pub async fn serve(
         });
     let stop = state.stop.clone();
     let addr = listener.local_addr().ok();
-    let mut router = Server::builder()
+    let mut server = Server::builder();
+    if let Some(TlsIdentity(identity)) = tls {
+        server = server.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
+    }
+    let mut router = server
         .add_service(health_service)
         .add_service(ModuleServiceServer::with_interceptor(
             module::Module::new(state.clone()),
             auth.clone(),
         ))
         .add_service(EntityServiceServer::with_interceptor(
-            entity::Entities::new(state),
+            entity::Entities::new(state.clone()),
             auth.clone(),
-        ));
+        ))
+        .add_service(
+            waveguide_proto::v1::pipeline_service_server::PipelineServiceServer::with_interceptor(
+                pipeline::Pipelines::new(state.clone()),
+                auth.clone(),
+            ),
+        )
+        .add_service(
+            waveguide_proto::v1::web_rtc_signaling_server::WebRtcSignalingServer::with_interceptor(
+                signaling::Signaling::new(state),
+                auth.clone(),
+            ),
+        );
     if let Ok(reflection) = reflection {
         router = router.add_service(tonic::service::interceptor::InterceptedService::new(
             reflection, auth,
         ));
     }
-    info!(grpc = ?addr, "gRPC serving ModuleService, EntityService, health, reflection");
+    info!(grpc = ?addr, "gRPC serving ModuleService, EntityService, PipelineService, WebRtcSignaling, health, reflection");
     router
         .serve_with_incoming_shutdown(TcpIncoming::from(listener), async move {
             stop.stopped().await;

@@ -29,6 +29,9 @@ pub struct RelayConfig {
     /// edges can reach. An unspecified address (`0.0.0.0`) binds every interface and
     /// announces the first non-loopback IPv4 address as the ICE host candidate.
     pub bind_ip: IpAddr,
+    /// PEM CA certificate(s) trusted for an `https://` orchestrator or upstream edge, besides
+    /// the public web PKI roots.
+    pub ca_cert_pem: Option<Vec<u8>>,
 }
 
 impl RelayConfig {
@@ -45,6 +48,7 @@ impl RelayConfig {
             idle_grace: DEFAULT_IDLE_GRACE,
             reconnect_grace: DEFAULT_RECONNECT_GRACE,
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            ca_cert_pem: None,
         }
     }
 }

@@ -123,6 +123,7 @@ impl Relay {
             &config.orchestrator_url,
             &config.cluster_token,
             &config.node_id,
+            config.ca_cert_pem.as_deref(),
         );
         match &signal {
             Ok(_) => info!(

@@ -50,6 +50,7 @@ impl Signal {
         orchestrator: &str,
         token: &str,
         node_id: &str,
+        ca_cert_pem: Option<&[u8]>,
     ) -> std::result::Result<Self, String> {
         let orchestrator = Url::parse(orchestrator)
             .map_err(|e| format!("orchestrator URL `{orchestrator}`: {e}"))?;
@@ -58,7 +59,15 @@ impl Signal {
                 "orchestrator URL `{orchestrator}`: not http or https"
             ));
         }
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if let Some(pem) = ca_cert_pem {
+            for cert in reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| format!("CA certificate: {e}"))?
+            {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let client = builder
             .redirect(redirect::Policy::none())
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
@@ -203,23 +212,23 @@ mod tests {
 
     #[test]
     fn locate_url_keeps_the_base_path_and_names_the_node() {
-        let s = Signal::new("http://127.0.0.1:18090", "t", "edge-b").expect("valid");
+        let s = Signal::new("http://127.0.0.1:18090", "t", "edge-b", None).expect("valid");
         assert_eq!(
             s.locate_url("demo").as_str(),
             "http://127.0.0.1:18090/whep/demo?node=edge-b"
         );
-        let s = Signal::new("https://orch.example/api/", "t", "edge b").expect("valid");
+        let s = Signal::new("https://orch.example/api/", "t", "edge b", None).expect("valid");
         assert_eq!(
             s.locate_url("x.y_z-1").as_str(),
             "https://orch.example/api/whep/x.y_z-1?node=edge+b"
         );
-        assert!(Signal::new("ftp://x", "t", "n").is_err());
-        assert!(Signal::new("not a url", "t", "n").is_err());
+        assert!(Signal::new("ftp://x", "t", "n", None).is_err());
+        assert!(Signal::new("not a url", "t", "n", None).is_err());
     }
 
     #[test]
     fn debug_output_hides_the_token() {
-        let s = Signal::new("http://127.0.0.1:1", "cluster-secret", "n").expect("valid");
+        let s = Signal::new("http://127.0.0.1:1", "cluster-secret", "n", None).expect("valid");
         assert!(!format!("{s:?}").contains("cluster-secret"));
     }
 

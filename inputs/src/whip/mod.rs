@@ -4,7 +4,7 @@
 
 use axum::Router;
 use axum::extract::{ConnectInfo, Path, Query, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{patch, post};
 use std::net::SocketAddr;
@@ -36,10 +36,11 @@ async fn publish_by_key(
     State(state): State<SignalingState>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     Query(query): Query<TicketQuery>,
+    uri: Uri,
     headers: HeaderMap,
     SdpBody(offer): SdpBody,
 ) -> Response {
-    publish(&state, None, remote, &query, &headers, offer).await
+    publish(&state, None, remote, &query, &uri, &headers, offer).await
 }
 
 async fn publish_named(
@@ -47,10 +48,11 @@ async fn publish_named(
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     Path(stream): Path<String>,
     Query(query): Query<TicketQuery>,
+    uri: Uri,
     headers: HeaderMap,
     SdpBody(offer): SdpBody,
 ) -> Response {
-    publish(&state, Some(&stream), remote, &query, &headers, offer).await
+    publish(&state, Some(&stream), remote, &query, &uri, &headers, offer).await
 }
 
 async fn publish(
@@ -58,6 +60,7 @@ async fn publish(
     stream: Option<&str>,
     remote: SocketAddr,
     query: &TicketQuery,
+    uri: &Uri,
     headers: &HeaderMap,
     offer: String,
 ) -> Response {
@@ -75,6 +78,7 @@ async fn publish(
         Ok(answer) => {
             let location = absolute_url(
                 state,
+                uri,
                 headers,
                 &session_path(&answer.stream, &answer.session),
             );

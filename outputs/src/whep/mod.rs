@@ -3,7 +3,7 @@
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{patch, post};
 use waveguide_control::SessionKind;
@@ -29,6 +29,7 @@ async fn watch(
     State(state): State<SignalingState>,
     Path(stream): Path<String>,
     Query(query): Query<TicketQuery>,
+    uri: Uri,
     headers: HeaderMap,
     SdpBody(offer): SdpBody,
 ) -> Response {
@@ -40,6 +41,7 @@ async fn watch(
         Ok(answer) => {
             let location = absolute_url(
                 &state,
+                &uri,
                 &headers,
                 &session_path(&answer.stream, &answer.session),
             );

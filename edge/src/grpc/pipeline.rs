@@ -1,0 +1,305 @@
+//! `PipelineService` on the edge: flows of media between entities.
+//!
+//! The flows this node has are read from the engine, not kept apart from it:
+//!
+//! - `viewer:<session>`: a stream delivered to one viewer session (every WebRTC viewer is one);
+//! - `relay:<stream>`: a stream this node pulls from another edge (protocol `relay`).
+//!
+//! What is real: `GetFlowStatus` (state from the session or stream, tracks and bitrate from the
+//! stream's counters); `DisconnectEntities` (a viewer flow ends its session; a relay flow ends
+//! the local stream, and the relay's pull, seeing its ingest revoked, closes its upstream
+//! session). What answers `UNIMPLEMENTED`, after checking the request and that the flow exists:
+//! `ConnectEntities` of a relay link to a given upstream (the relay pulls only on a viewer's
+//! request, from the edge the orchestrator names), `StartFlow`/`StopFlow` (no pause of
+//! delivery in the engine) and `AdjustQuality` (no per-viewer or per-relay caps in the engine).
+
+use super::NodeState;
+use super::entity::model;
+use super::entity::{RELAY_FROM_URL_MISSING, check_relay_target};
+use std::time::{Instant, SystemTime};
+use tonic::{Request, Response, Status};
+use tracing::info;
+use waveguide_control::SessionKind;
+use waveguide_control::SessionState;
+use waveguide_control::stream::{IngestProtocol, StreamStatus};
+use waveguide_proto::v1::pipeline_service_server::PipelineService;
+use waveguide_proto::v1::{self, EntityKind, FlowState, flow_endpoint::Endpoint};
+
+/// The service.
+pub struct Pipelines {
+    state: NodeState,
+}
+
+/// A flow id, parsed.
+enum FlowId {
+    /// Delivery of a stream to the viewer session.
+    Viewer(String),
+    /// The relay pull feeding the stream.
+    Relay(String),
+}
+
+impl FlowId {
+    fn parse(id: &str) -> Result<FlowId, Status> {
+        match id.split_once(':') {
+            Some(("viewer", session)) if !session.is_empty() => {
+                Ok(FlowId::Viewer(session.to_owned()))
+            }
+            Some(("relay", stream)) if !stream.is_empty() => Ok(FlowId::Relay(stream.to_owned())),
+            _ => Err(Status::invalid_argument(format!(
+                "flow id `{id}` is neither `viewer:<session id>` nor `relay:<stream>`"
+            ))),
+        }
+    }
+}
+
+fn local(kind: EntityKind, id: &str) -> v1::FlowEndpoint {
+    v1::FlowEndpoint {
+        endpoint: Some(Endpoint::Local(model::entity_ref(kind, id))),
+    }
+}
+
+/// The sum of the stream's track bitrates (what its publisher sends, measured at ingest).
+fn stream_bitrate(s: &StreamStatus) -> u64 {
+    s.tracks.iter().map(|t| t.bitrate_bps).sum()
+}
+
+impl Pipelines {
+    pub(super) fn new(state: NodeState) -> Self {
+        Self { state }
+    }
+
+    /// The flow `id` names now; `NOT_FOUND` when it is not (any more) on this node.
+    fn flow(&self, id: &FlowId) -> Result<v1::Flow, Status> {
+        let engine = &self.state.engine;
+        let node = self.state.identity.id();
+        let now = SystemTime::now();
+        match id {
+            FlowId::Viewer(session) => {
+                let (info, stream) = model::session(engine, session)
+                    .filter(|(i, _)| i.kind == SessionKind::Viewer)
+                    .ok_or_else(|| {
+                        Status::not_found(format!("no viewer session `{session}` on this node"))
+                    })?;
+                let live = stream.as_ref().is_some_and(|s| s.state == "live");
+                let (state, error) = match (info.state, live) {
+                    (SessionState::Connecting, _) => (FlowState::Connecting, String::new()),
+                    (SessionState::Connected, true) => (FlowState::Flowing, String::new()),
+                    (SessionState::Connected, false) => (
+                        FlowState::Reconnecting,
+                        "the stream's publisher is gone; the viewer is held for its return"
+                            .to_owned(),
+                    ),
+                };
+                let info_tracks = stream
+                    .as_ref()
+                    .map(|s| crate::cluster::node::stream_info(s, node, now).tracks)
+                    .unwrap_or_default();
+                Ok(v1::Flow {
+                    id: format!("viewer:{session}"),
+                    source: Some(local(EntityKind::Stream, &info.stream)),
+                    sink: Some(local(EntityKind::Session, session)),
+                    state: state as i32,
+                    quality: Some(v1::QualityCap::default()),
+                    created_at: Some(model::created(now, info.age)),
+                    // The engine keeps no time of a session's last state change.
+                    state_since: None,
+                    error,
+                    // Per-viewer delivery is not counted by the engine.
+                    packets: 0,
+                    bytes: 0,
+                    packets_dropped: 0,
+                    // The stream's ingest rate: what the viewer is sent when it took every track.
+                    bitrate_bps: stream.as_ref().map(stream_bitrate).unwrap_or(0),
+                    tracks: info_tracks,
+                })
+            }
+            FlowId::Relay(name) => {
+                let s = engine
+                    .streams()
+                    .status(name, Instant::now())
+                    .filter(|s| s.protocol == IngestProtocol::Relay)
+                    .ok_or_else(|| {
+                        Status::not_found(format!("no relay-pulled stream `{name}` on this node"))
+                    })?;
+                let info = crate::cluster::node::stream_info(&s, node, now);
+                let (state, error) = if s.state == "live" {
+                    (FlowState::Flowing, String::new())
+                } else {
+                    (
+                        FlowState::Reconnecting,
+                        "lost the upstream; the relay reconnects through the orchestrator"
+                            .to_owned(),
+                    )
+                };
+                Ok(v1::Flow {
+                    id: format!("relay:{name}"),
+                    source: Some(v1::FlowEndpoint {
+                        endpoint: Some(Endpoint::Remote(v1::RemoteStream {
+                            // The relay does not expose which upstream edge it pulls from.
+                            whep_url: String::new(),
+                            node_id: String::new(),
+                            stream: name.clone(),
+                        })),
+                    }),
+                    sink: Some(local(EntityKind::Stream, name)),
+                    state: state as i32,
+                    quality: Some(v1::QualityCap::default()),
+                    created_at: info.started_at,
+                    state_since: None,
+                    error,
+                    // Received from the upstream by the current pull connection.
+                    packets: s.tracks.iter().map(|t| t.packets).sum(),
+                    bytes: 0,
+                    packets_dropped: 0,
+                    bitrate_bps: stream_bitrate(&s),
+                    tracks: info.tracks,
+                })
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl PipelineService for Pipelines {
+    async fn connect_entities(
+        &self,
+        request: Request<v1::ConnectEntitiesRequest>,
+    ) -> Result<Response<v1::ConnectEntitiesResponse>, Status> {
+        let r = request.into_inner();
+        let source = r
+            .source
+            .and_then(|e| e.endpoint)
+            .ok_or_else(|| Status::invalid_argument("source is required"))?;
+        let sink = r
+            .sink
+            .and_then(|e| e.endpoint)
+            .ok_or_else(|| Status::invalid_argument("sink is required"))?;
+        match (source, sink) {
+            (Endpoint::Remote(remote), Endpoint::Local(sink))
+                if sink.kind == EntityKind::Stream as i32 =>
+            {
+                if !remote.stream.is_empty() && remote.stream != sink.id {
+                    return Err(Status::invalid_argument(
+                        "a relay serves the stream under its own name: source.remote.stream and \
+                         sink.local.id must match",
+                    ));
+                }
+                check_relay_target(&sink.id, &remote.whep_url)?;
+                if self
+                    .state
+                    .engine
+                    .streams()
+                    .status(&sink.id, Instant::now())
+                    .is_some()
+                {
+                    return Err(Status::already_exists(format!(
+                        "stream `{}` is already on this node",
+                        sink.id
+                    )));
+                }
+                Err(Status::unimplemented(RELAY_FROM_URL_MISSING))
+            }
+            (Endpoint::Local(_), Endpoint::Local(sink))
+                if sink.kind == EntityKind::Session as i32 =>
+            {
+                Err(Status::invalid_argument(
+                    "a viewer's flow is made by its own WHEP POST or Signal offer; once it is, \
+                     it exists as flow `viewer:<session id>`",
+                ))
+            }
+            _ => Err(Status::invalid_argument(
+                "the flows a caller creates are relay links: source a remote stream, sink a \
+                 local stream",
+            )),
+        }
+    }
+
+    async fn disconnect_entities(
+        &self,
+        request: Request<v1::DisconnectEntitiesRequest>,
+    ) -> Result<Response<v1::DisconnectEntitiesResponse>, Status> {
+        let r = request.into_inner();
+        let id = FlowId::parse(&r.flow_id)?;
+        // NOT_FOUND unless the flow exists now, as the flow it claims to be.
+        self.flow(&id)?;
+        let reason = if r.reason.is_empty() {
+            "disconnected over gRPC".to_owned()
+        } else {
+            r.reason
+        };
+        match id {
+            FlowId::Viewer(session) => {
+                self.state
+                    .engine
+                    .end_session(&session)
+                    .map_err(model::status_of)?;
+                info!(%session, %reason, "viewer flow disconnected over gRPC");
+            }
+            FlowId::Relay(stream) => {
+                self.state
+                    .engine
+                    .kick(&stream, &reason)
+                    .map_err(model::status_of)?;
+                info!(%stream, %reason, "relay link disconnected over gRPC");
+            }
+        }
+        Ok(Response::new(v1::DisconnectEntitiesResponse {}))
+    }
+
+    async fn start_flow(
+        &self,
+        request: Request<v1::StartFlowRequest>,
+    ) -> Result<Response<v1::StartFlowResponse>, Status> {
+        self.flow(&FlowId::parse(&request.into_inner().flow_id)?)?;
+        Err(Status::unimplemented(PAUSE_MISSING))
+    }
+
+    async fn stop_flow(
+        &self,
+        request: Request<v1::StopFlowRequest>,
+    ) -> Result<Response<v1::StopFlowResponse>, Status> {
+        self.flow(&FlowId::parse(&request.into_inner().flow_id)?)?;
+        Err(Status::unimplemented(PAUSE_MISSING))
+    }
+
+    async fn get_flow_status(
+        &self,
+        request: Request<v1::GetFlowStatusRequest>,
+    ) -> Result<Response<v1::GetFlowStatusResponse>, Status> {
+        let flow = self.flow(&FlowId::parse(&request.into_inner().flow_id)?)?;
+        Ok(Response::new(v1::GetFlowStatusResponse {
+            flow: Some(flow),
+        }))
+    }
+
+    async fn adjust_quality(
+        &self,
+        request: Request<v1::AdjustQualityRequest>,
+    ) -> Result<Response<v1::AdjustQualityResponse>, Status> {
+        self.flow(&FlowId::parse(&request.into_inner().flow_id)?)?;
+        Err(Status::unimplemented(
+            "quality caps need engine support: a per-viewer (or per-relay) cap on the bandwidth \
+             estimate and track selection in the shard that writes to the viewer; none exists, \
+             and there is no simulcast to pick layers from",
+        ))
+    }
+}
+
+/// Why `StartFlow`/`StopFlow` cannot be served today.
+const PAUSE_MISSING: &str = "pausing and resuming delivery needs engine support: a per-viewer \
+     (or per-relay) pause in the shard that writes to it, resuming at the next cached keyframe \
+     (e.g. Engine::set_delivery(session, paused)); none exists";
+
+#[cfg(test)]
+mod tests {
+    use super::FlowId;
+
+    #[test]
+    fn flow_ids_parse() {
+        assert!(matches!(FlowId::parse("viewer:abc"), Ok(FlowId::Viewer(s)) if s == "abc"));
+        assert!(matches!(FlowId::parse("relay:demo"), Ok(FlowId::Relay(s)) if s == "demo"));
+        assert!(FlowId::parse("viewer:").is_err());
+        assert!(FlowId::parse("demo").is_err());
+        assert!(FlowId::parse("other:x").is_err());
+    }
+}
