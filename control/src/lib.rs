@@ -30,5 +30,7 @@ pub mod serve;
 pub mod service;
 pub mod stream;
 
-pub use engine::{Engine, PatchOutcome, SessionAnswer, SessionInfo, SessionKind, SessionState};
+pub use engine::{
+    Engine, PatchOutcome, SessionAnswer, SessionInfo, SessionKind, SessionState, WatchCredentials,
+};
 pub use error::{Error, Result};

@@ -50,6 +50,11 @@ pub struct LimitsConfig {
     pub posts_per_minute: u32,
     /// POSTs one address may make at once before the per-minute rate applies.
     pub posts_burst: u32,
+    /// gRPC `Signal` streams opened per minute per client IP (0: no limit);
+    /// `RESOURCE_EXHAUSTED` past it.
+    pub signals_per_minute: u32,
+    /// `Signal` streams one address may open at once before the per-minute rate applies.
+    pub signals_burst: u32,
 }
 
 impl Default for LimitsConfig {
@@ -57,6 +62,8 @@ impl Default for LimitsConfig {
         Self {
             posts_per_minute: 600,
             posts_burst: 100,
+            signals_per_minute: 120,
+            signals_burst: 30,
         }
     }
 }

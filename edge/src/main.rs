@@ -21,7 +21,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 use waveguide_control::Engine;
-use waveguide_control::cluster::TicketKey;
 use waveguide_control::http::SignalingState;
 use waveguide_control::rate::RateLimit;
 use waveguide_control::serve::{Tls, serve, tls_pair};
@@ -52,7 +51,8 @@ Config file keys (TOML; env WAVEGUIDE_<SECTION>_<KEY> overrides each; see deploy
              max_publishers (unset = no limit)
              drain_secs (30: on SIGTERM, sessions may run this long before they are closed)
   [relay]    enabled (true), idle_grace_secs (30)
-  [limits]   posts_per_minute (600 WHIP/WHEP POSTs per client IP; 0 = off), posts_burst (100)
+  [limits]   posts_per_minute (600 WHIP/WHEP POSTs per client IP; 0 = off), posts_burst (100),
+             signals_per_minute (120 gRPC Signal streams per client IP), signals_burst (30)
   [log]      format (\"text\" | \"json\"), filter (tracing filter; RUST_LOG wins)";
 
 /// Waveguide edge node: publish over WHIP, watch over WHEP.
@@ -138,7 +138,7 @@ async fn run(config: EdgeConfig, log: grpc::LogReload) -> anyhow::Result<()> {
     let mut service = Service::new(config.service.clone()).map_err(anyhow::Error::msg)?;
     let token = config.cluster.token.clone().filter(|t| !t.is_empty());
     if let Some(token) = &token {
-        service = service.with_tickets(TicketKey::new(token));
+        service = service.with_cluster_token(token);
     }
     let streams = Arc::new(Streams::default());
     let engine = Engine::start(&config.webrtc, &config.viewers, service, streams)
@@ -241,7 +241,7 @@ async fn run(config: EdgeConfig, log: grpc::LogReload) -> anyhow::Result<()> {
         ca_cert_pem.clone(),
         &stop,
     )?;
-    start_relay(
+    let relay = start_relay(
         &config,
         &engine,
         identity.id(),
@@ -268,6 +268,12 @@ async fn run(config: EdgeConfig, log: grpc::LogReload) -> anyhow::Result<()> {
             log,
             drain: drain.clone(),
             default_grace: drain_grace,
+            relay: relay.clone(),
+            signal_limit: RateLimit::per_minute(
+                config.limits.signals_per_minute,
+                config.limits.signals_burst,
+            )
+            .map(Arc::new),
             started: Instant::now(),
         };
         let token = token.clone().unwrap_or_default();
@@ -341,10 +347,10 @@ fn start_relay(
     node_id: &str,
     token: Option<&str>,
     ca_cert_pem: Option<Vec<u8>>,
-) {
+) -> Option<Arc<Relay>> {
     let (true, Some(url), Some(token)) = (config.relay.enabled, &config.orchestrator.url, token)
     else {
-        return;
+        return None;
     };
     let bind_ip = config
         .webrtc
@@ -364,8 +370,9 @@ fn start_relay(
             ca_cert_pem,
         },
     );
-    engine.set_upstream(relay);
+    engine.set_upstream(relay.clone());
     info!(orchestrator = %url, "relay on: streams this edge lacks are pulled from other edges");
+    Some(relay)
 }
 
 fn announce(config: &EdgeConfig, engine: &Engine, bound: SocketAddr) {

@@ -431,3 +431,59 @@ fn grpc_health_is_open_and_calls_need_the_cluster_token() {
         assert_eq!(v["token"]["code"], "OK", "{v}");
     }
 }
+
+/// `EntityService.CreateEntity` with a relay pull from a given WHEP URL: the edge pulls the
+/// stream from that edge directly (no orchestrator lookup) and serves it as a relayed stream.
+#[test]
+fn create_entity_pulls_a_stream_from_a_given_edge() {
+    let _turn = exclusive();
+    let addr = OrchestratorAddr::new();
+    let _orchestrator = OrchestratorProcess::start(&orchestrator_config(addr, None));
+    let a = start_edge("edge-a", &["ingest"], addr);
+    let b = start_edge("edge-b", &["edge"], addr);
+    wait_nodes(&addr, &["edge-a", "edge-b"]);
+    let _ffmpeg = rtmp_publish(&a, 60);
+    wait_stream_origin(&addr, "demo", "edge-a");
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let created = runtime.block_on(async {
+        use waveguide_proto::v1;
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", b.grpc_port()))
+                .expect("endpoint")
+                .connect()
+                .await
+                .expect("connect to edge-b gRPC");
+        let mut client = v1::entity_service_client::EntityServiceClient::new(channel);
+        let mut request = tonic::Request::new(v1::CreateEntityRequest {
+            spec: Some(v1::create_entity_request::Spec::RelayPull(
+                v1::RelayPullSpec {
+                    stream: "demo".into(),
+                    upstream_url: a.url("/whep/demo"),
+                    upstream_node_id: "edge-a".into(),
+                    idle_grace: None,
+                },
+            )),
+        });
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {TOKEN}").parse().expect("metadata"),
+        );
+        client.create_entity(request).await
+    });
+    let created = created.expect("CreateEntity relay pull");
+    let entity = created.into_inner().entity.expect("the stream entity");
+    assert_eq!(entity.r#ref.expect("ref").id, "demo");
+    let info = b.stream_info("demo").expect("edge-b has demo");
+    assert_eq!(info["protocol"], "relay", "{info}");
+    poll_until("edge-b relays packets", CONVERGE, POLL, || {
+        b.stream_info("demo").filter(|s| {
+            s["tracks"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|t| t["packets"].as_u64() > Some(100)))
+        })
+    });
+}

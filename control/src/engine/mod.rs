@@ -130,6 +130,15 @@ struct SessionEntry {
     state: tokio::sync::watch::Sender<SessionState>,
 }
 
+/// What a viewer presents besides its offer.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct WatchCredentials<'a> {
+    /// `?ticket=` from an orchestrator's redirect.
+    pub ticket: Option<&'a str>,
+    /// The `Authorization` header value.
+    pub authorization: Option<&'a str>,
+}
+
 /// Where a WebRTC session is, for those who follow it (gRPC signaling, the entity API). The
 /// end of a session is its watch channel closing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -416,22 +425,22 @@ impl Engine {
         })
     }
 
-    /// Answers a viewer's offer for `stream`. With a relay `ticket` the viewer is another edge
-    /// pulling the stream: it is not held to the end-viewer ceiling, and a stream this node
+    /// Answers a viewer's offer for `stream`. With a relay ticket (or the cluster token as its
+    /// bearer token) the viewer is another edge pulling the stream: it is not held to the end-viewer ceiling, and a stream this node
     /// does not have is a 404 rather than a pull of its own (which could loop). Otherwise a
     /// missing stream is pulled from the edge that has it, when a relay is set up.
     pub async fn watch(
         &self,
         stream: &str,
         offer_sdp: String,
-        ticket: Option<&str>,
+        credentials: WatchCredentials<'_>,
     ) -> Result<SessionAnswer> {
-        let relay_pull = match ticket {
+        let relay_pull = match credentials.ticket {
             Some(t) => {
                 self.service.verify_ticket(t, TicketScope::Relay, stream)?;
                 true
             }
-            None => false,
+            None => self.service.is_cluster_bearer(credentials.authorization),
         };
         let offer = offer::parse(&offer_sdp)?;
         let (_, viewers) = self.shared.streams.live_counts();

@@ -88,6 +88,7 @@ pub struct Service {
     config: ServiceConfig,
     webhook: Option<Webhook>,
     tickets: Option<TicketKey>,
+    cluster_token: Option<String>,
 }
 
 impl Service {
@@ -114,13 +115,24 @@ impl Service {
             config,
             webhook,
             tickets: None,
+            cluster_token: None,
         })
     }
 
-    /// Accepts redirect tickets signed with the cluster token, in place of keys.
-    pub fn with_tickets(mut self, key: TicketKey) -> Self {
-        self.tickets = Some(key);
+    /// Joins the cluster whose secret is `token`: redirect tickets signed with it are
+    /// accepted in place of keys, and a viewer presenting it as its bearer token is another
+    /// edge pulling a stream.
+    pub fn with_cluster_token(mut self, token: &str) -> Self {
+        self.tickets = Some(TicketKey::new(token));
+        self.cluster_token = Some(token.to_owned());
         self
+    }
+
+    /// Whether `authorization` (a header value) carries the cluster token.
+    pub fn is_cluster_bearer(&self, authorization: Option<&str>) -> bool {
+        self.cluster_token
+            .as_deref()
+            .is_some_and(|token| crate::cluster::bearer_matches(authorization, token))
     }
 
     /// Checks a redirect ticket grants `scope` on `stream`. Without a cluster token no ticket

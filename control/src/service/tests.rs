@@ -108,7 +108,7 @@ fn ticket_replaces_the_key() {
     use crate::cluster::{TicketKey, TicketScope};
     use std::time::{Duration, SystemTime};
     let key = TicketKey::new("cluster-secret");
-    let s = static_service().with_tickets(key.clone());
+    let s = static_service().with_cluster_token("cluster-secret");
     let ticket = key.sign(
         TicketScope::Publish,
         "demo",

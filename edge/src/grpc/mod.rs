@@ -48,6 +48,10 @@ pub struct NodeState {
     pub default_grace: Duration,
     /// When the process started.
     pub started: Instant,
+    /// The relay, when this edge has one (gRPC-created pulls).
+    pub relay: Option<Arc<waveguide_inputs::relay::Relay>>,
+    /// Per-IP rate of new `Signal` streams (`RESOURCE_EXHAUSTED` past it); `None`: no limit.
+    pub signal_limit: Option<Arc<waveguide_control::rate::RateLimit>>,
 }
 
 /// The gRPC server's certificate and key.

@@ -15,7 +15,7 @@
 
 use super::NodeState;
 use super::entity::model;
-use super::entity::{RELAY_FROM_URL_MISSING, check_relay_target};
+use super::entity::{NO_RELAY, check_relay_target};
 use std::time::{Instant, SystemTime};
 use tonic::{Request, Response, Status};
 use tracing::info;
@@ -197,7 +197,19 @@ impl PipelineService for Pipelines {
                         sink.id
                     )));
                 }
-                Err(Status::unimplemented(RELAY_FROM_URL_MISSING))
+                let relay = self
+                    .state
+                    .relay
+                    .as_ref()
+                    .ok_or_else(|| Status::failed_precondition(NO_RELAY))?;
+                relay
+                    .pull_from(&sink.id, &remote.whep_url)
+                    .await
+                    .map_err(model::status_of)?;
+                let flow = self.flow(&FlowId::Relay(sink.id.clone()))?;
+                Ok(Response::new(v1::ConnectEntitiesResponse {
+                    flow: Some(flow),
+                }))
             }
             (Endpoint::Local(_), Endpoint::Local(sink))
                 if sink.kind == EntityKind::Session as i32 =>

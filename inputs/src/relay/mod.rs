@@ -150,7 +150,24 @@ impl Relay {
         self.pulls.lock().keys().cloned().collect()
     }
 
+    /// Pulls `stream` from the WHEP endpoint `upstream_url` directly (an operator's
+    /// `CreateEntity`), without asking the orchestrator; reconnects go to the same URL.
+    /// Resolves once the stream is live here, as [`Upstream::pull`] does.
+    pub async fn pull_from(&self, stream: &str, upstream_url: &str) -> Result<()> {
+        let url = reqwest::Url::parse(upstream_url)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https"))
+            .ok_or(Error::ServiceFailed(
+                "the upstream URL is not an http(s) URL",
+            ))?;
+        self.pull_stream_via(stream, Some(url)).await
+    }
+
     async fn pull_stream(&self, stream: &str) -> Result<()> {
+        self.pull_stream_via(stream, None).await
+    }
+
+    async fn pull_stream_via(&self, stream: &str, upstream: Option<reqwest::Url>) -> Result<()> {
         if !waveguide_control::stream::is_valid_name(stream) {
             return Err(Error::InvalidStreamName(stream.to_owned()));
         }
@@ -182,6 +199,7 @@ impl Relay {
                         bind_ip: self.config.bind_ip,
                         idle_grace: self.config.idle_grace,
                         reconnect_grace: self.config.reconnect_grace,
+                        upstream,
                     };
                     tokio::spawn(pull::run(task));
                     rx

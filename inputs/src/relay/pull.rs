@@ -47,6 +47,8 @@ pub(crate) struct PullTask {
     pub bind_ip: IpAddr,
     pub idle_grace: Duration,
     pub reconnect_grace: Duration,
+    /// A fixed upstream WHEP URL; `None`: ask the orchestrator at every (re)connect.
+    pub upstream: Option<Url>,
 }
 
 /// An upstream WHEP session resource, deleted when the pull lets go of it. Dropped without
@@ -202,7 +204,10 @@ impl PullTask {
     /// Offer, orchestrator redirect, WHEP POST, answer, ICE/DTLS, then the local stream.
     async fn connect(&self, deadline: Instant) -> Result<Connection> {
         let (mut peer, offer) = Peer::offer(self.bind_ip, Instant::now())?;
-        let target = self.signal.locate(&self.stream, &offer).await?;
+        let target = match &self.upstream {
+            Some(url) => url.clone(),
+            None => self.signal.locate(&self.stream, &offer).await?,
+        };
         let upstream = display_url(&target);
         debug!(stream = %self.stream, %upstream, "relay: the orchestrator points upstream");
         let created = self.signal.open(&target, &self.stream, &offer).await?;

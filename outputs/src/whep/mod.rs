@@ -6,11 +6,11 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{patch, post};
-use waveguide_control::SessionKind;
 use waveguide_control::http::{
     SdpBody, SdpFragBody, SignalingState, TicketQuery, absolute_url, created, delete_session,
     patch_session,
 };
+use waveguide_control::{SessionKind, WatchCredentials};
 
 /// The path of a WHEP session resource.
 pub fn session_path(stream: &str, session: &str) -> String {
@@ -35,7 +35,16 @@ async fn watch(
 ) -> Response {
     match state
         .engine
-        .watch(&stream, offer, query.ticket.as_deref())
+        .watch(
+            &stream,
+            offer,
+            WatchCredentials {
+                ticket: query.ticket.as_deref(),
+                authorization: headers
+                    .get(axum::http::header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok()),
+            },
+        )
         .await
     {
         Ok(answer) => {

@@ -249,7 +249,19 @@ impl EntityService for Entities {
                 spec.stream
             )));
         }
-        Err(Status::unimplemented(RELAY_FROM_URL_MISSING))
+        let relay = self
+            .state
+            .relay
+            .as_ref()
+            .ok_or_else(|| Status::failed_precondition(NO_RELAY))?;
+        relay
+            .pull_from(&spec.stream, &spec.upstream_url)
+            .await
+            .map_err(model::status_of)?;
+        let entity = self.lookup(&Target::Stream(spec.stream))?;
+        Ok(Response::new(CreateEntityResponse {
+            entity: Some(entity),
+        }))
     }
 
     async fn configure_entity(
@@ -308,11 +320,9 @@ impl EntityService for Entities {
     }
 }
 
-/// Why a relay pull from a given upstream cannot be started over gRPC today.
-pub(super) const RELAY_FROM_URL_MISSING: &str = "a relay pull from a given upstream WHEP URL is \
-     not built: waveguide_inputs::relay::Relay pulls only when a viewer asks for a missing \
-     stream, from the edge the orchestrator names; it needs a `pull_from(stream, whep_url, \
-     idle_grace)` entry point and the gRPC service a handle to the relay";
+/// Why a relay pull cannot be created on this edge.
+pub(super) const NO_RELAY: &str = "this edge has no relay: it needs [orchestrator] url and \
+     [cluster] token (and [relay] enabled)";
 
 /// Checks a relay pull's stream name and upstream URL.
 pub(super) fn check_relay_target(stream: &str, upstream_url: &str) -> Result<(), Status> {

@@ -108,6 +108,15 @@ impl WebRtcSignaling for Signaling {
         request: Request<Streaming<SignalingRequest>>,
     ) -> Result<Response<Self::SignalStream>, Status> {
         let remote_addr = request.remote_addr();
+        if let (Some(limit), Some(addr)) = (&self.state.signal_limit, remote_addr)
+            && let Err(wait) = limit.check(addr.ip(), Instant::now())
+        {
+            return Err(Status::resource_exhausted(format!(
+                "too many Signal streams from {}; retry in {} s",
+                addr.ip(),
+                wait.as_secs().max(1)
+            )));
+        }
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
         let (task, events) = session::SignalTask::new(

@@ -391,7 +391,15 @@ impl SignalTask {
                         .publish(request, d.sdp, IngestProtocol::Signaling)
                         .await
                 }
-                SessionKind::Viewer => engine.watch(&stream, d.sdp, None).await,
+                SessionKind::Viewer => {
+                    engine
+                        .watch(
+                            &stream,
+                            d.sdp,
+                            waveguide_control::WatchCredentials::default(),
+                        )
+                        .await
+                }
             };
             OfferDone {
                 id,
