@@ -242,3 +242,17 @@ pub fn delete_session(
         Err(e) => e.into_response(),
     }
 }
+
+/// Answers a CORS preflight with `204 No Content` (tower-http's CORS layer says `200` with an
+/// empty body); it carries no content, and WHIP/WHEP clients expect 204. Both binaries add it
+/// with `axum::middleware::map_response` outside their CORS layer.
+pub async fn preflight_no_content(mut response: Response) -> Response {
+    if response.status() == StatusCode::OK
+        && response
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_ALLOW_METHODS)
+    {
+        *response.status_mut() = StatusCode::NO_CONTENT;
+    }
+    response
+}

@@ -23,39 +23,47 @@ impl std::fmt::Debug for Tls {
     }
 }
 
-impl Tls {
-    /// Reads the PEM files; errors name the file and the reason, so a bad path fails at start.
-    pub async fn load(cert: &Path, key: &Path) -> std::io::Result<Tls> {
-        // The process-wide default may already be set (by us, or a library); either is fine.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        RustlsConfig::from_pem_file(cert, key)
-            .await
-            .map(Tls)
-            .map_err(|e| {
-                std::io::Error::new(
-                    e.kind(),
-                    format!(
-                        "TLS certificate {} / key {}: {e}",
-                        cert.display(),
-                        key.display()
-                    ),
-                )
-            })
-    }
+/// A PEM certificate chain and its private key, as read from their files.
+pub type PemPair = (Vec<u8>, Vec<u8>);
+
+/// The `tls_cert`/`tls_key` PEM files of config section `section`, read: both or neither.
+/// Errors name the section and file, so a bad path fails at start.
+pub fn read_pem_pair(
+    section: &str,
+    cert: Option<&Path>,
+    key: Option<&Path>,
+) -> Result<Option<PemPair>, String> {
+    let (cert, key) = match (cert, key) {
+        (Some(c), Some(k)) => (c, k),
+        (None, None) => return Ok(None),
+        _ => {
+            return Err(format!(
+                "[{section}] tls_cert and tls_key go together: set both or neither"
+            ));
+        }
+    };
+    let read = |p: &Path, key: &str| {
+        std::fs::read(p).map_err(|e| format!("[{section}] {key} {}: {e}", p.display()))
+    };
+    Ok(Some((read(cert, "tls_cert")?, read(key, "tls_key")?)))
 }
 
-/// Both halves of a `tls_cert`/`tls_key` pair of config section `section`, or neither.
-pub fn tls_pair<'a>(
-    section: &str,
-    cert: Option<&'a Path>,
-    key: Option<&'a Path>,
-) -> Result<Option<(&'a Path, &'a Path)>, String> {
-    match (cert, key) {
-        (Some(c), Some(k)) => Ok(Some((c, k))),
-        (None, None) => Ok(None),
-        _ => Err(format!(
-            "[{section}] tls_cert and tls_key go together: set both or neither"
-        )),
+impl Tls {
+    /// HTTPS from section `section`'s PEM pair, when it has one.
+    pub async fn from_config(
+        section: &str,
+        cert: Option<&Path>,
+        key: Option<&Path>,
+    ) -> Result<Option<Tls>, String> {
+        let Some((cert, key)) = read_pem_pair(section, cert, key)? else {
+            return Ok(None);
+        };
+        // The process-wide default may already be set (by us, or a library); either is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        RustlsConfig::from_pem(cert, key)
+            .await
+            .map(|c| Some(Tls(c)))
+            .map_err(|e| format!("[{section}] TLS certificate and key: {e}"))
     }
 }
 

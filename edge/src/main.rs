@@ -23,7 +23,7 @@ use tracing::{info, warn};
 use waveguide_control::Engine;
 use waveguide_control::http::SignalingState;
 use waveguide_control::rate::RateLimit;
-use waveguide_control::serve::{Tls, serve, tls_pair};
+use waveguide_control::serve::{Tls, read_pem_pair, serve};
 use waveguide_control::service::{Service, ServiceKind};
 use waveguide_control::stream::Streams;
 use waveguide_inputs::relay::{Relay, RelayConfig};
@@ -172,26 +172,20 @@ async fn run(config: EdgeConfig, log: grpc::LogReload) -> anyhow::Result<()> {
         post_limit,
         admin,
     );
-    let http_tls = match tls_pair(
+    let http_tls = Tls::from_config(
         "http",
         config.http.tls_cert.as_deref(),
         config.http.tls_key.as_deref(),
     )
-    .map_err(anyhow::Error::msg)?
-    {
-        Some((cert, key)) => Some(Tls::load(cert, key).await?),
-        None => None,
-    };
-    let grpc_tls = match tls_pair(
+    .await
+    .map_err(anyhow::Error::msg)?;
+    let grpc_tls = read_pem_pair(
         "grpc",
         config.grpc.tls_cert.as_deref(),
         config.grpc.tls_key.as_deref(),
     )
     .map_err(anyhow::Error::msg)?
-    {
-        Some((cert, key)) => Some(grpc::TlsIdentity::load(cert, key)?),
-        None => None,
-    };
+    .map(|(cert, key)| tonic::transport::Identity::from_pem(cert, key));
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("binding HTTP {}", config.http.listen))?;

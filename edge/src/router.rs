@@ -94,7 +94,9 @@ pub fn build(
         )
         .layer(DefaultBodyLimit::max(MAX_SDP_BYTES))
         .layer(cors)
-        .layer(middleware::map_response(preflight_no_content))
+        .layer(middleware::map_response(
+            waveguide_control::http::preflight_no_content,
+        ))
 }
 
 /// `200` while the node takes new sessions; `503` while it drains (load balancers and
@@ -131,17 +133,4 @@ async fn limit_posts(
             .into_response();
     }
     next.run(request).await
-}
-
-/// Answers a CORS preflight with `204 No Content` (tower-http's layer says `200` with an empty
-/// body); it carries no content, and WHIP/WHEP clients and their tests expect 204.
-async fn preflight_no_content(mut response: Response) -> Response {
-    if response.status() == StatusCode::OK
-        && response
-            .headers()
-            .contains_key(header::ACCESS_CONTROL_ALLOW_METHODS)
-    {
-        *response.status_mut() = StatusCode::NO_CONTENT;
-    }
-    response
 }

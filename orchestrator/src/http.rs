@@ -11,7 +11,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -97,7 +97,9 @@ pub fn router(state: HttpState, cors_origins: &[String]) -> Router {
         .with_state(state)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(cors(cors_origins))
-        .layer(middleware::map_response(preflight_no_content))
+        .layer(middleware::map_response(
+            waveguide_control::http::preflight_no_content,
+        ))
 }
 
 /// What browsers need for a cross-origin WHIP/WHEP POST that is redirected to an edge: the
@@ -125,19 +127,6 @@ fn cors(origins: &[String]) -> CorsLayer {
         ])
         .expose_headers([header::LOCATION, header::ETAG, header::LINK])
         .max_age(PREFLIGHT_MAX_AGE)
-}
-
-/// Answers a CORS preflight with `204 No Content` (tower-http's layer says `200` with an empty
-/// body); WHIP/WHEP clients and their tests expect 204.
-async fn preflight_no_content(mut response: Response) -> Response {
-    if response.status() == StatusCode::OK
-        && response
-            .headers()
-            .contains_key(header::ACCESS_CONTROL_ALLOW_METHODS)
-    {
-        *response.status_mut() = StatusCode::NO_CONTENT;
-    }
-    response
 }
 
 async fn not_found() -> (StatusCode, &'static str) {

@@ -44,7 +44,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use waveguide_control::cluster::TicketKey;
-use waveguide_control::serve::{Tls, serve, tls_pair};
+use waveguide_control::serve::{Tls, read_pem_pair, serve};
 use waveguide_control::service::Service;
 
 use crate::config::Config;
@@ -84,29 +84,20 @@ impl Orchestrator {
             Some(path) => Some(read(path, "[cluster] ca_cert")?),
             None => None,
         };
-        let http_tls = match tls_pair(
+        let http_tls = Tls::from_config(
             "http",
             config.http.tls_cert.as_deref(),
             config.http.tls_key.as_deref(),
         )
-        .map_err(anyhow::Error::msg)?
-        {
-            Some((cert, key)) => Some(Tls::load(cert, key).await?),
-            None => None,
-        };
-        let grpc_tls = match tls_pair(
+        .await
+        .map_err(anyhow::Error::msg)?;
+        let grpc_tls = read_pem_pair(
             "grpc",
             config.grpc.tls_cert.as_deref(),
             config.grpc.tls_key.as_deref(),
         )
         .map_err(anyhow::Error::msg)?
-        {
-            Some((cert, key)) => Some(tonic::transport::Identity::from_pem(
-                read(cert, "[grpc] tls_cert")?,
-                read(key, "[grpc] tls_key")?,
-            )),
-            None => None,
-        };
+        .map(|(cert, key)| tonic::transport::Identity::from_pem(cert, key));
         let clients = Arc::new(
             NodeClients::new(&config.cluster.token, ca_cert_pem).map_err(anyhow::Error::msg)?,
         );

@@ -54,24 +54,6 @@ pub struct NodeState {
     pub signal_limit: Option<Arc<waveguide_control::rate::RateLimit>>,
 }
 
-/// The gRPC server's certificate and key.
-pub struct TlsIdentity(tonic::transport::Identity);
-
-impl TlsIdentity {
-    /// Reads the PEM files.
-    pub fn load(cert: &std::path::Path, key: &std::path::Path) -> std::io::Result<Self> {
-        let read = |p: &std::path::Path| {
-            std::fs::read(p).map_err(|e| {
-                std::io::Error::new(e.kind(), format!("gRPC TLS file {}: {e}", p.display()))
-            })
-        };
-        Ok(Self(tonic::transport::Identity::from_pem(
-            read(cert)?,
-            read(key)?,
-        )))
-    }
-}
-
 /// Rejects calls without the cluster token.
 #[derive(Clone)]
 struct ClusterAuth(Arc<str>);
@@ -97,7 +79,7 @@ pub async fn serve(
     listener: TcpListener,
     state: NodeState,
     token: String,
-    tls: Option<TlsIdentity>,
+    tls: Option<tonic::transport::Identity>,
 ) -> Result<(), tonic::transport::Error> {
     let auth = ClusterAuth(token.into());
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -116,7 +98,7 @@ pub async fn serve(
     let stop = state.stop.clone();
     let addr = listener.local_addr().ok();
     let mut server = Server::builder();
-    if let Some(TlsIdentity(identity)) = tls {
+    if let Some(identity) = tls {
         server = server.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
     }
     let mut router = server
@@ -152,6 +134,30 @@ pub async fn serve(
             stop.stopped().await;
         })
         .await
+}
+
+/// The node's `HealthCheck` answer (ModuleService and WebRtcSignaling give the same one).
+fn health(state: &NodeState) -> waveguide_proto::v1::HealthCheckResponse {
+    use waveguide_proto::v1::ServingStatus;
+    let draining = state.engine.limits().is_draining();
+    let uptime = state.started.elapsed();
+    waveguide_proto::v1::HealthCheckResponse {
+        status: if draining {
+            ServingStatus::Draining
+        } else {
+            ServingStatus::Serving
+        } as i32,
+        message: if draining {
+            "draining: accepting no new sessions".into()
+        } else {
+            String::new()
+        },
+        uptime: Some(waveguide_proto::prost_types::Duration {
+            seconds: uptime.as_secs() as i64,
+            nanos: uptime.subsec_nanos() as i32,
+        }),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    }
 }
 
 /// The current node identity with live limits.

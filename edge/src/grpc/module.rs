@@ -10,8 +10,7 @@ use tracing::info;
 use waveguide_proto::v1::module_service_server::ModuleService;
 use waveguide_proto::v1::{
     self, ConfigureRequest, ConfigureResponse, HealthCheckRequest, HealthCheckResponse,
-    RegisterModuleRequest, RegisterModuleResponse, ServingStatus, ShutdownRequest,
-    ShutdownResponse,
+    RegisterModuleRequest, RegisterModuleResponse, ShutdownRequest, ShutdownResponse,
 };
 
 /// Changes the process's log filter at run time.
@@ -65,25 +64,7 @@ impl ModuleService for Module {
         &self,
         _request: Request<HealthCheckRequest>,
     ) -> Result<Response<HealthCheckResponse>, Status> {
-        let draining = self.state.engine.limits().is_draining();
-        let uptime = self.state.started.elapsed();
-        Ok(Response::new(HealthCheckResponse {
-            status: if draining {
-                ServingStatus::Draining
-            } else {
-                ServingStatus::Serving
-            } as i32,
-            message: if draining {
-                "draining: accepting no new sessions".into()
-            } else {
-                String::new()
-            },
-            uptime: Some(waveguide_proto::prost_types::Duration {
-                seconds: uptime.as_secs() as i64,
-                nanos: uptime.subsec_nanos() as i32,
-            }),
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-        }))
+        Ok(Response::new(super::health(&self.state)))
     }
 
     async fn configure(

@@ -15,7 +15,7 @@
 
 use super::NodeState;
 use super::entity::model;
-use super::entity::{NO_RELAY, check_relay_target};
+use super::entity::start_relay_pull;
 use std::time::{Instant, SystemTime};
 use tonic::{Request, Response, Status};
 use tracing::info;
@@ -184,28 +184,7 @@ impl PipelineService for Pipelines {
                          sink.local.id must match",
                     ));
                 }
-                check_relay_target(&sink.id, &remote.whep_url)?;
-                if self
-                    .state
-                    .engine
-                    .streams()
-                    .status(&sink.id, Instant::now())
-                    .is_some()
-                {
-                    return Err(Status::already_exists(format!(
-                        "stream `{}` is already on this node",
-                        sink.id
-                    )));
-                }
-                let relay = self
-                    .state
-                    .relay
-                    .as_ref()
-                    .ok_or_else(|| Status::failed_precondition(NO_RELAY))?;
-                relay
-                    .pull_from(&sink.id, &remote.whep_url)
-                    .await
-                    .map_err(model::status_of)?;
+                start_relay_pull(&self.state, &sink.id, &remote.whep_url).await?;
                 let flow = self.flow(&FlowId::Relay(sink.id.clone()))?;
                 Ok(Response::new(v1::ConnectEntitiesResponse {
                     flow: Some(flow),

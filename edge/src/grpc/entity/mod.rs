@@ -236,28 +236,7 @@ impl EntityService for Entities {
             Some(v1::create_entity_request::Spec::RelayPull(spec)) => spec,
             None => return Err(Status::invalid_argument("spec is required (relay_pull)")),
         };
-        check_relay_target(&spec.stream, &spec.upstream_url)?;
-        if self
-            .state
-            .engine
-            .streams()
-            .status(&spec.stream, Instant::now())
-            .is_some()
-        {
-            return Err(Status::already_exists(format!(
-                "stream `{}` is already on this node",
-                spec.stream
-            )));
-        }
-        let relay = self
-            .state
-            .relay
-            .as_ref()
-            .ok_or_else(|| Status::failed_precondition(NO_RELAY))?;
-        relay
-            .pull_from(&spec.stream, &spec.upstream_url)
-            .await
-            .map_err(model::status_of)?;
+        start_relay_pull(&self.state, &spec.stream, &spec.upstream_url).await?;
         let entity = self.lookup(&Target::Stream(spec.stream))?;
         Ok(Response::new(CreateEntityResponse {
             entity: Some(entity),
@@ -318,6 +297,34 @@ impl EntityService for Entities {
             entity: Some(entity),
         }))
     }
+}
+
+/// Pulls `stream` from the WHEP endpoint `upstream_url` (CreateEntity, ConnectEntities):
+/// checks the target, refuses a stream already here, and resolves once it is live.
+pub(super) async fn start_relay_pull(
+    state: &NodeState,
+    stream: &str,
+    upstream_url: &str,
+) -> Result<(), Status> {
+    check_relay_target(stream, upstream_url)?;
+    if state
+        .engine
+        .streams()
+        .status(stream, Instant::now())
+        .is_some()
+    {
+        return Err(Status::already_exists(format!(
+            "stream `{stream}` is already on this node"
+        )));
+    }
+    let relay = state
+        .relay
+        .as_ref()
+        .ok_or_else(|| Status::failed_precondition(NO_RELAY))?;
+    relay
+        .pull_from(stream, upstream_url)
+        .await
+        .map_err(model::status_of)
 }
 
 /// Why a relay pull cannot be created on this edge.

@@ -29,7 +29,7 @@ use waveguide_control::{SessionKind, SessionState};
 use waveguide_proto::v1::web_rtc_signaling_server::WebRtcSignaling;
 use waveguide_proto::v1::{
     GetPeersRequest, GetPeersResponse, HealthCheckRequest, HealthCheckResponse, Peer,
-    PeerConnectionState, PeerRole, Protocol, ServingStatus, SignalingRequest, SignalingResponse,
+    PeerConnectionState, PeerRole, Protocol, SignalingRequest, SignalingResponse,
 };
 
 /// Messages the node may have queued for one Signal stream before its task waits for the
@@ -182,24 +182,6 @@ impl WebRtcSignaling for Signaling {
         &self,
         _request: Request<HealthCheckRequest>,
     ) -> Result<Response<HealthCheckResponse>, Status> {
-        let draining = self.state.engine.limits().is_draining();
-        let uptime = self.state.started.elapsed();
-        Ok(Response::new(HealthCheckResponse {
-            status: if draining {
-                ServingStatus::Draining
-            } else {
-                ServingStatus::Serving
-            } as i32,
-            message: if draining {
-                "draining: accepting no new sessions".into()
-            } else {
-                String::new()
-            },
-            uptime: Some(waveguide_proto::prost_types::Duration {
-                seconds: uptime.as_secs() as i64,
-                nanos: uptime.subsec_nanos() as i32,
-            }),
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-        }))
+        Ok(Response::new(crate::grpc::health(&self.state)))
     }
 }
