@@ -1,19 +1,20 @@
 //! The load tool (`waveguide-load`) against a real edge, small: every viewer connects and
-//! joins, and loss stays low. This checks the tool and the edge's fan-out for correctness,
-//! not speed (CI has 2 cores, and other suites run too).
+//! joins, and no packet is lost once they all have (the steady window). This checks the tool
+//! and the edge's fan-out for correctness, not speed (CI has 2 cores, and other suites run
+//! too): on loopback at 20 viewers nothing may be dropped, by the edge or by a socket buffer.
 
 use std::process::Command;
 use std::time::Duration;
 use waveguide_tests::{EdgeProcess, JsonChild};
 
-const VIEWERS: u64 = 10;
+const VIEWERS: u64 = 20;
 
 fn load_tool() -> Command {
     Command::new(env!("CARGO_BIN_EXE_waveguide-load"))
 }
 
 #[test]
-fn ten_viewers_connect_join_and_lose_little() {
+fn twenty_viewers_connect_join_and_lose_nothing() {
     let edge = EdgeProcess::start_demo();
     let mut cmd = load_tool();
     cmd.args([
@@ -27,7 +28,7 @@ fn ten_viewers_connect_join_and_lose_little() {
         "--viewers",
         &VIEWERS.to_string(),
         "--duration",
-        "5s",
+        "10s",
         "--ramp",
         "20",
     ])
@@ -51,11 +52,15 @@ fn ten_viewers_connect_join_and_lose_little() {
     assert!(status.success(), "waveguide-load exited with {status}");
     assert_eq!(report["viewers_connected"], VIEWERS, "{report:#}");
     assert_eq!(report["viewers_joined"], VIEWERS, "{report:#}");
-    let loss = report["loss_pct"].as_f64().expect("loss_pct");
-    assert!(loss < 5.0, "loss {loss} % over the run\n{report:#}");
+    assert_eq!(report["window"], "steady", "{report:#}");
+    assert_eq!(
+        report["loss_pct_window"].as_f64(),
+        Some(0.0),
+        "packets lost in the steady window\n{report:#}"
+    );
     assert!(
-        report["packets_expected"].as_u64() > Some(VIEWERS * 500),
-        "too few packets for 5 s at 2.5 Mbps\n{report:#}"
+        report["packets_expected"].as_u64() > Some(VIEWERS * 2_000),
+        "too few packets for 10 s at 2.5 Mbps\n{report:#}"
     );
     assert!(
         report["delay_samples"].as_u64() > Some(0),

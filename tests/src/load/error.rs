@@ -34,4 +34,8 @@ pub enum LoadError {
     Rtc(#[from] rtc::shared::error::Error),
     #[error("publisher: {0}")]
     Publisher(&'static str),
+    #[error("edge: {0}")]
+    Edge(String),
+    #[error("system call: {0}")]
+    Sys(#[from] nix::errno::Errno),
 }

@@ -16,6 +16,10 @@
 //! - [`run`](run()): the run itself; [`report`]: the [`Report`] it returns.
 //! - [`publisher`], [`viewer`]: the two kinds of peer; [`peer`]: what they share (an `rtc`
 //!   connection with its socket); [`signal`]: WHIP/WHEP HTTP.
+//! - [`bench`]: `waveguide-load bench` — starts the edge itself ([`server`]) pinned to one
+//!   core, ramps viewers in steps, then measures [`limit`] (bare SRTP + send on that core).
+//! - [`churn`]: `waveguide-load churn` — join/leave cycles, the server's RSS and fds before
+//!   and after.
 //! - [`clip`], [`annexb`]: the H.264 clip (made by ffmpeg, cached under `target/`) and its
 //!   packetization; [`schedule`]: the ramp and the media clock.
 //! - Pure state machines with their tests: [`receive`] (loss, keyframe completeness),
@@ -27,9 +31,12 @@
 //! decoding (the payloads are checked for structure, not pictures); no targets off loopback.
 
 pub mod annexb;
+pub mod bench;
+pub mod churn;
 pub mod clip;
 pub mod config;
 pub mod error;
+pub mod limit;
 pub mod peer;
 pub mod procstat;
 pub mod publisher;
@@ -38,6 +45,7 @@ pub mod report;
 mod run;
 pub mod schedule;
 pub mod sendlog;
+pub mod server;
 pub mod signal;
 pub mod stats;
 pub mod viewer;

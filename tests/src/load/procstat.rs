@@ -92,7 +92,47 @@ pub struct HostCpu {
 }
 
 pub fn parse_host_cpu(text: &str) -> Option<HostCpu> {
-    let line = text.lines().find(|l| l.starts_with("cpu "))?;
+    parse_cpu_line(text.lines().find(|l| l.starts_with("cpu "))?)
+}
+
+/// Per-core counters: the `cpuN` lines of `/proc/stat`, indexed by N (a core missing from
+/// the file, e.g. offline, is all zero).
+pub fn parse_core_cpus(text: &str) -> Vec<HostCpu> {
+    let mut cores = Vec::new();
+    for line in text.lines() {
+        // `cpuN ...`; not the `cpu  ...` total line.
+        let Some(rest) = line
+            .strip_prefix("cpu")
+            .filter(|r| r.starts_with(|c: char| c.is_ascii_digit()))
+        else {
+            continue;
+        };
+        let Some(n) = rest
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        if let Some(cpu) = parse_cpu_line(line)
+            && n < 4096
+        {
+            if cores.len() <= n {
+                cores.resize(n + 1, HostCpu::default());
+            }
+            cores[n] = cpu;
+        }
+    }
+    cores
+}
+
+pub fn core_cpus() -> Vec<HostCpu> {
+    std::fs::read_to_string("/proc/stat")
+        .map(|t| parse_core_cpus(&t))
+        .unwrap_or_default()
+}
+
+fn parse_cpu_line(line: &str) -> Option<HostCpu> {
     let values: Vec<u64> = line
         .split_whitespace()
         .skip(1)
@@ -138,6 +178,22 @@ pub fn udp_counters() -> Option<UdpCounters> {
     parse_snmp(&std::fs::read_to_string("/proc/net/snmp").ok()?)
 }
 
+/// Resident pages from the text of `/proc/PID/statm` (its second field).
+pub fn parse_statm(text: &str) -> Option<u64> {
+    text.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Resident memory of a process in bytes, from `/proc/<pid>/statm`.
+pub fn rss_bytes(pid: u32, units: &Units) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    Some(parse_statm(&text)? * units.page_bytes)
+}
+
+/// Open file descriptors of a process: the entries of `/proc/<pid>/fd`.
+pub fn open_fds(pid: u32) -> Option<usize> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,6 +205,15 @@ mod tests {
                     250 75 0 0 20 0 9 0 100 123456789 3000 18446744073709551615";
         assert_eq!(parse_stat(text), Some((325, 3000)));
         assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn parses_statm_and_reads_fds() {
+        assert_eq!(parse_statm("5000 1234 300 10 0 900 0\n"), Some(1234));
+        assert_eq!(parse_statm("5000"), None);
+        let pid = std::process::id();
+        assert!(rss_bytes(pid, &Units::of_host()).is_some_and(|b| b > 0));
+        assert!(open_fds(pid).is_some_and(|n| n >= 3));
     }
 
     #[test]
@@ -190,6 +255,14 @@ mod tests {
             })
         );
         assert_eq!(parse_host_cpu("intr 1 2 3"), None);
+        let cores = parse_core_cpus(text);
+        assert_eq!(
+            cores,
+            vec![HostCpu {
+                busy: 79,
+                total: 489
+            }]
+        );
     }
 
     #[test]

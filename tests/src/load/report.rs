@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 /// Counters at one instant of the run.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Sample {
     pub at: Instant,
     pub tool: Option<ProcSample>,
@@ -20,6 +20,8 @@ pub struct Sample {
     pub rx_packets: u64,
     pub udp: Option<UdpCounters>,
     pub host: Option<HostCpu>,
+    /// Per-core counters (`cpuN` of `/proc/stat`).
+    pub cores: Vec<HostCpu>,
 }
 
 /// What the report is built from.
@@ -82,6 +84,9 @@ pub struct Report {
     /// CPU used by everything else on the host in the window (other processes, interrupts):
     /// a measurement on a shared machine is only as good as this is small.
     pub other_cpu_cores: Option<f64>,
+    /// Busy share of each core in the window (0–1; with the server and the tool pinned, what
+    /// their cores did, kernel work on their behalf included).
+    pub core_busy: Vec<f64>,
     pub udp_rcvbuf_errors: Option<u64>,
     pub udp_sndbuf_errors: Option<u64>,
     pub srtp_read_errors: u64,
@@ -176,6 +181,18 @@ impl Report {
         let other = host_cores.map(|h| {
             round2((h - server_cores.unwrap_or(0.0) - tool_cores.unwrap_or(0.0)).max(0.0))
         });
+        let core_busy = a
+            .cores
+            .iter()
+            .zip(&b.cores)
+            .map(|(f, t)| {
+                let total = t.total.saturating_sub(f.total);
+                if total == 0 {
+                    return 0.0;
+                }
+                (t.busy.saturating_sub(f.busy) as f64 / total as f64 * 1000.0).round() / 1000.0
+            })
+            .collect();
         let udp = |f: fn(&UdpCounters) -> u64| Some(f(&b.udp?).saturating_sub(f(&i.start.udp?)));
         Report {
             viewers_requested: i.viewers_requested,
@@ -213,6 +230,7 @@ impl Report {
             tool_cpu_cores: tool_cores,
             tool_us_per_packet: tool_us,
             other_cpu_cores: other,
+            core_busy,
             udp_rcvbuf_errors: udp(|c| c.rcvbuf_errors),
             udp_sndbuf_errors: udp(|c| c.sndbuf_errors),
             srtp_read_errors: r.iter().map(|v| v.read_errors).sum(),
@@ -307,6 +325,14 @@ impl Report {
             (
                 "other CPU on the host",
                 format!("{} cores", opt(self.other_cpu_cores)),
+            ),
+            (
+                "busy per core %",
+                self.core_busy
+                    .iter()
+                    .map(|b| format!("{:.0}", b * 100.0))
+                    .collect::<Vec<_>>()
+                    .join(" / "),
             ),
             (
                 "UDP buffer drops rcv/snd",

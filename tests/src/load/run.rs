@@ -4,7 +4,7 @@
 use super::clip::{Clip, ensure_clip};
 use super::config::LoadConfig;
 use super::error::LoadError;
-use super::procstat::{Units, host_cpu, sample, udp_counters};
+use super::procstat::{Units, core_cpus, host_cpu, sample, udp_counters};
 use super::publisher::{self, PublisherHandle, PublisherPlan};
 use super::report::{Inputs, Report, Sample};
 use super::schedule::{ramp_length, viewer_offset};
@@ -28,7 +28,7 @@ const MIN_WINDOW: Duration = Duration::from_secs(2);
 const WIND_DOWN: Duration = Duration::from_secs(30);
 
 /// Logs a progress line on stderr (stdout carries only the result).
-fn progress(what: std::fmt::Arguments<'_>) {
+pub(crate) fn progress(what: std::fmt::Arguments<'_>) {
     eprintln!("waveguide-load: {what}");
 }
 
@@ -41,10 +41,11 @@ fn take_sample(config: &LoadConfig, totals: &Totals) -> Sample {
         rx_packets: totals.packets.load(Ordering::Relaxed),
         udp: udp_counters(),
         host: host_cpu(),
+        cores: core_cpus(),
     }
 }
 
-fn start_publisher(
+pub(crate) fn start_publisher(
     config: &LoadConfig,
     log: &Arc<SendLog>,
 ) -> Result<Option<(PublisherHandle, f64)>, LoadError> {
@@ -151,6 +152,7 @@ pub fn run(config: &LoadConfig) -> Result<Report, LoadError> {
                 socket_buffer: config.socket_buffer,
                 steady_from: window_from,
                 verify_every: config.verify_every,
+                leave_when_joined: false,
                 stop,
                 log: publisher.as_ref().map(|_| Arc::clone(&log)),
                 totals: Arc::clone(&totals),

@@ -42,6 +42,9 @@ pub struct ViewerPlan {
     /// Once joined, only one RTP packet in this many goes through `rtc` (decrypted,
     /// authenticated, timed); the others are counted from their clear header. 1: every packet.
     pub verify_every: u32,
+    /// Leave (DELETE) as soon as the first complete keyframe arrived, instead of at `stop`
+    /// (join/leave churn).
+    pub leave_when_joined: bool,
     /// Send times, when this process publishes.
     pub log: Option<Arc<SendLog>>,
     pub totals: Arc<Totals>,
@@ -184,7 +187,7 @@ impl Receiving {
                     plan.totals.bytes.fetch_add(bytes, Ordering::Relaxed);
                     plan.totals.packets.fetch_add(count, Ordering::Relaxed);
                     self.lookup_delays(plan);
-                    if !alive {
+                    if !alive || (plan.leave_when_joined && self.result.joined.is_some()) {
                         return;
                     }
                 }
