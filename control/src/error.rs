@@ -2,8 +2,9 @@
 
 use std::fmt;
 
-/// Everything that can go wrong while starting, answering or ending a session.
-#[derive(Debug, thiserror::Error)]
+/// Everything that can go wrong while starting, answering or ending a session. `Clone`, so one
+/// outcome shared by several waiters (a relay pull) reaches each of them whole.
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// No credentials where the Service needs them.

@@ -44,7 +44,7 @@ pub(crate) enum PullState {
     /// The stream is live locally with its tracks.
     Live,
     /// The pull could not be made (or was given up); the reason.
-    Failed(Arc<Error>),
+    Failed(Error),
     /// The pull ended (no viewers, or a local publisher took the stream over).
     Ended,
 }
@@ -218,7 +218,7 @@ impl Relay {
             Ok(Err(_)) => Err(Error::Engine("the relay's pull task stopped".into())),
             Ok(Ok(current)) => match &*current {
                 PullState::Live => Ok(()),
-                PullState::Failed(e) => Err(duplicate(e)),
+                PullState::Failed(e) => Err(e.clone()),
                 PullState::Ended | PullState::Connecting => {
                     Err(Error::StreamNotFound(stream.to_owned()))
                 }
@@ -236,37 +236,9 @@ impl Upstream for Relay {
     }
 }
 
-/// A copy of a shared pull error for one caller (the control's `Error` is not `Clone`).
-fn duplicate(e: &Error) -> Error {
-    match e {
-        Error::StreamNotFound(s) => Error::StreamNotFound(s.clone()),
-        Error::StreamBusy(s) => Error::StreamBusy(s.clone()),
-        Error::InvalidStreamName(s) => Error::InvalidStreamName(s.clone()),
-        Error::ServiceFailed(m) => Error::ServiceFailed(m),
-        Error::Unavailable => Error::Unavailable,
-        Error::NoCommonCodec(list) => Error::NoCommonCodec(list.clone()),
-        Error::Engine(m) => Error::Engine(m.clone()),
-        other => Error::Engine(other.to_string()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn shared_errors_keep_their_http_status() {
-        for e in [
-            Error::StreamNotFound("demo".into()),
-            Error::ServiceFailed("x"),
-            Error::Unavailable,
-            Error::StreamBusy("demo".into()),
-            Error::Engine("y".into()),
-        ] {
-            assert_eq!(duplicate(&e).http_status(), e.http_status());
-            assert_eq!(duplicate(&e).to_string(), e.to_string());
-        }
-    }
 
     #[test]
     fn pulls_remove_only_their_own_entry() {

@@ -113,7 +113,7 @@ pub(crate) async fn run(task: PullTask) {
         Err(e) => {
             warn!(stream = %task.stream, error = %e, "relay pull failed");
             task.pulls.remove(&task.stream, task.id);
-            task.state.send_replace(PullState::Failed(Arc::new(e)));
+            task.state.send_replace(PullState::Failed(e));
             return;
         }
     };
@@ -180,7 +180,7 @@ pub(crate) async fn run(task: PullTask) {
                     Err(e) => {
                         warn!(stream = %task.stream, upstream = %lost, error = %e, grace_s = task.reconnect_grace.as_secs_f64(), "relay pull ended: the upstream did not come back");
                         task.pulls.remove(&task.stream, task.id);
-                        task.state.send_replace(PullState::Failed(Arc::new(e)));
+                        task.state.send_replace(PullState::Failed(e));
                         return;
                     }
                 }
