@@ -49,9 +49,6 @@ pub struct RedisStore {
 /// A list of nodes and when (ms) Redis gave it.
 type Snapshot = (u64, Vec<Node>);
 
-/// How often the fallback list is refreshed from a successful list.
-const REMEMBER_EVERY_MS: u64 = 1_000;
-
 /// How long a Redis outage may be bridged with the last known list before answers fail.
 const FALLBACK_FOR_MS: u64 = 60_000;
 
@@ -72,17 +69,10 @@ impl RedisStore {
         })
     }
 
-    /// Keeps `nodes` as the list to fall back on. Every redirect lists the nodes, so the copy
-    /// is refreshed at most every [`REMEMBER_EVERY_MS`], not per request.
+    /// Keeps `nodes` as the list to fall back on.
     pub fn remember(&self, nodes: &[Node]) {
-        let now = now_ms();
-        let mut last = self.last_list.lock().unwrap_or_else(|p| p.into_inner());
-        if last
-            .as_ref()
-            .is_none_or(|(taken, _)| now.saturating_sub(*taken) >= REMEMBER_EVERY_MS)
-        {
-            *last = Some((now, nodes.to_vec()));
-        }
+        *self.last_list.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((now_ms(), nodes.to_vec()));
     }
 
     /// The last list Redis gave, as it would look now had nothing changed since: every record
