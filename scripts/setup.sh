@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian machine, and nothing it already has:
-#   - Debian packages: chromium, ffmpeg, redis-server, python3-venv (and node/npm if absent);
+#   - Debian packages: chromium, ffmpeg, redis-server, curl, procps, python3-venv (and
+#     node/npm if absent);
 #   - tests/js/node_modules from tests/js/package-lock.json (playwright-core, no browser
 #     download: the tests use /usr/bin/chromium);
-#   - the virtualenv tests/py/.venv from tests/py/requirements.txt (aiortc, numpy, pinned).
+#   - the virtualenv tests/py/.venv from tests/py/requirements.txt (aiortc, numpy, grpcio,
+#     grpcio-tools, pinned).
 # Idempotent: a second run changes nothing and asks no registry. Runs as root (as CI does) or
 # with sudo. Non-interactive.
 set -euo pipefail
@@ -23,6 +25,9 @@ missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v ffmpeg >/dev/null 2>&1 || missing+=(ffmpeg)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+# The cluster tests follow redirects with curl; the harness signals processes with kill(1).
+command -v curl >/dev/null 2>&1 || missing+=(curl ca-certificates)
+[[ -x /bin/kill || -x /usr/bin/kill ]] || missing+=(procps)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)

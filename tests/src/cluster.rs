@@ -138,3 +138,23 @@ pub fn rtmp_publish(edge: &EdgeProcess, seconds: u32) -> Ffmpeg {
         &["-c:a", "aac"],
     )
 }
+
+/// POSTs a stub offer to an orchestrator's redirect endpoint `url` (with `Bearer key` when
+/// given), without following: the status and the `Location` (empty when there is none).
+pub fn redirect(url: &str, key: Option<&str>) -> (u16, String) {
+    let mut request = http_client()
+        .post(url)
+        .header("Content-Type", "application/sdp")
+        .body("v=0\r\n");
+    if let Some(key) = key {
+        request = request.header("Authorization", format!("Bearer {key}"));
+    }
+    let response = request.send().unwrap_or_else(|e| panic!("POST {url}: {e}"));
+    let location = response
+        .headers()
+        .get("location")
+        .and_then(|l| l.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    (response.status().as_u16(), location)
+}

@@ -8,10 +8,9 @@
 //! would starve each other.
 
 use crate::ports;
-use crate::process::{new_log_path, tail};
-use std::fs::OpenOptions;
+use crate::process::{new_log_path, spawn_logged, tail, wait_child};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::MutexGuard;
 use std::time::{Duration, Instant};
 
@@ -61,26 +60,7 @@ pub fn http_client() -> reqwest::blocking::Client {
 }
 
 fn spawn_edge(bin: &Path, config_path: &Path, log: &Path) -> Child {
-    let out = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap_or_else(|e| panic!("open {}: {e}", log.display()));
-    let err = out.try_clone().expect("clone log handle");
-    Command::new(bin)
-        .arg("--config")
-        .arg(config_path)
-        .env(
-            "RUST_LOG",
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-        )
-        // Plain text in the log file, no colour escapes.
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()))
+    spawn_logged(bin, ["--config".as_ref(), config_path.as_os_str()], log)
 }
 
 /// The port of `[section] listen` when the caller set it.
@@ -260,16 +240,7 @@ impl EdgeProcess {
 
     /// Waits up to `timeout` for the process to exit by itself.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_child(&mut self.child, timeout)
     }
 
     /// The gRPC port.

@@ -1,10 +1,10 @@
 //! [`Ffmpeg`]: Debian's ffmpeg publishing a synthetic picture and tone over RTMP, the way OBS
 //! or a restreaming box would.
 
-use crate::process::new_log_path;
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use crate::process::{new_log_path, spawn_logged, wait_child};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus};
+use std::time::Duration;
 
 /// An ffmpeg child process, killed on drop, its output in `target/test-logs/`.
 pub struct Ffmpeg {
@@ -39,31 +39,14 @@ impl Ffmpeg {
     /// `ffmpeg -hide_banner -nostdin -loglevel warning <args>`.
     pub fn spawn(args: &[&str]) -> Ffmpeg {
         let log = new_log_path("ffmpeg");
-        let out = std::fs::File::create(&log).expect("create ffmpeg log");
-        let err = out.try_clone().expect("clone log handle");
-        let child = Command::new("ffmpeg")
-            .args(["-hide_banner", "-nostdin", "-loglevel", "warning"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn ffmpeg (see scripts/setup.sh): {e}"));
+        let quiet = ["-hide_banner", "-nostdin", "-loglevel", "warning"];
+        let child = spawn_logged(Path::new("ffmpeg"), quiet.iter().chain(args.iter()), &log);
         Ffmpeg { child, log }
     }
 
     /// Waits up to `timeout` for ffmpeg to exit.
     pub fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_child(&mut self.child, timeout)
     }
 
     pub fn output(&self) -> String {

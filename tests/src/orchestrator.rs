@@ -1,10 +1,9 @@
 //! [`OrchestratorProcess`]: the real `waveguide-orchestrator` binary, and [`RedisProcess`], a
 //! real `redis-server`, for the cluster tests. Both are killed (SIGKILL) on drop.
 
-use crate::process::{new_log_path, tail};
-use std::fs::OpenOptions;
+use crate::process::{new_log_path, spawn_logged, tail};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 /// Path of the orchestrator binary: `WAVEGUIDE_ORCHESTRATOR_BIN`, else
@@ -14,27 +13,6 @@ pub fn orchestrator_binary() -> PathBuf {
         return PathBuf::from(bin);
     }
     crate::target_dir().join("release/waveguide-orchestrator")
-}
-
-fn spawn_logged(bin: &Path, args: &[&std::ffi::OsStr], log: &Path) -> Child {
-    let out = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap_or_else(|e| panic!("open {}: {e}", log.display()));
-    let err = out.try_clone().expect("clone log handle");
-    Command::new(bin)
-        .args(args)
-        .env(
-            "RUST_LOG",
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-        )
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()))
 }
 
 /// A running orchestrator. The config names its ports (`[http] listen`, `[grpc] listen`):
@@ -73,7 +51,7 @@ impl OrchestratorProcess {
         let config_path = log.with_extension("toml");
         std::fs::write(&config_path, config_toml)
             .unwrap_or_else(|e| panic!("write {}: {e}", config_path.display()));
-        let child = spawn_logged(&bin, &["--config".as_ref(), config_path.as_os_str()], &log);
+        let child = spawn_logged(&bin, ["--config".as_ref(), config_path.as_os_str()], &log);
         let mut o = OrchestratorProcess {
             child,
             http: format!("{scheme}://{http}"),
@@ -105,7 +83,7 @@ impl OrchestratorProcess {
         self.kill();
         self.child = spawn_logged(
             &orchestrator_binary(),
-            &["--config".as_ref(), self.config_path.as_os_str()],
+            ["--config".as_ref(), self.config_path.as_os_str()],
             &self.log,
         );
         self.wait_healthy();
@@ -185,15 +163,15 @@ impl RedisProcess {
         let port_text = port.to_string();
         let child = spawn_logged(
             Path::new("redis-server"),
-            &[
-                "--port".as_ref(),
-                port_text.as_ref(),
-                "--bind".as_ref(),
-                "127.0.0.1".as_ref(),
-                "--save".as_ref(),
-                "".as_ref(),
-                "--appendonly".as_ref(),
-                "no".as_ref(),
+            [
+                "--port",
+                &port_text,
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
             ],
             log,
         );

@@ -39,6 +39,46 @@ pub fn tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
+/// Spawns `bin` with `args`, stdout and stderr appended to `log`, stdin closed, and the
+/// variables every child of the harness gets (`RUST_LOG` passed on or `info`; `NO_COLOR`,
+/// so the log file holds plain text). Panics naming the binary if it cannot start.
+pub fn spawn_logged<A: AsRef<std::ffi::OsStr>>(
+    bin: &Path,
+    args: impl IntoIterator<Item = A>,
+    log: &Path,
+) -> Child {
+    let out = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap_or_else(|e| panic!("open {}: {e}", log.display()));
+    let err = out.try_clone().expect("clone log handle");
+    Command::new(bin)
+        .args(args)
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()))
+}
+
+/// Waits up to `timeout` for `child` to exit by itself; `None` if it is still running.
+pub fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => return None,
+        }
+    }
+}
+
 fn open_log(path: &Path) -> File {
     OpenOptions::new()
         .create(true)
@@ -210,16 +250,7 @@ impl JsonChild {
 
     /// Waits up to `timeout` for the child to exit.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(status)) => return Some(status),
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                _ => return None,
-            }
-        }
+        wait_child(&mut self.child, timeout)
     }
 
     /// Closes stdin, waits for exit (up to `timeout`), drains stdout, and returns the exit

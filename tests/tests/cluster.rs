@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 use waveguide_tests::browser::PublishOptions;
 use waveguide_tests::cluster::{
-    CONVERGE, OrchestratorAddr, POLL, TOKEN, get_json, orchestrator_config, rtmp_publish,
+    CONVERGE, OrchestratorAddr, POLL, TOKEN, get_json, orchestrator_config, redirect, rtmp_publish,
     start_edge, wait_nodes, wait_stream_origin,
 };
 use waveguide_tests::edge::http_client;
@@ -247,13 +247,8 @@ fn killed_edges_are_forgotten_and_a_restarted_orchestrator_relearns() {
     let t = wait_nodes(&addr, &["edge-a"]);
     println!("killed edge-b dropped after {t:?}");
     // Viewers go to the only edge left that can serve them: none here (edge-a takes none).
-    let r = http_client()
-        .post(addr.url("/whep/demo"))
-        .header("Content-Type", "application/sdp")
-        .body("v=0\r\n")
-        .send()
-        .expect("POST /whep/demo");
-    assert_eq!(r.status(), 503, "nobody left to serve viewers");
+    let (status, _) = redirect(&addr.url("/whep/demo"), None);
+    assert_eq!(status, 503, "nobody left to serve viewers");
 
     a.kill();
     let t = wait_nodes(&addr, &[]);
@@ -265,40 +260,17 @@ fn killed_edges_are_forgotten_and_a_restarted_orchestrator_relearns() {
             .ok()?;
         (r.status() == 404).then_some(())
     });
-    let r = http_client()
-        .post(addr.url("/whep/demo"))
-        .header("Content-Type", "application/sdp")
-        .body("v=0\r\n")
-        .send()
-        .expect("POST /whep/demo");
-    assert_eq!(r.status(), 404, "no edge has demo any more");
-    let r = http_client()
-        .post(addr.url("/whip/demo"))
-        .header("Authorization", "Bearer demo-key")
-        .header("Content-Type", "application/sdp")
-        .body("v=0\r\n")
-        .send()
-        .expect("POST /whip/demo");
-    assert_eq!(r.status(), 503, "no ingest edge left");
+    let (status, _) = redirect(&addr.url("/whep/demo"), None);
+    assert_eq!(status, 404, "no edge has demo any more");
+    let (status, _) = redirect(&addr.url("/whip/demo"), Some("demo-key"));
+    assert_eq!(status, 503, "no ingest edge left");
 }
 
 fn redirect_target(url: &str, key: Option<&str>) -> (u16, String) {
-    let mut req = http_client()
-        .post(url)
-        .header("Content-Type", "application/sdp")
-        .body("v=0\r\n");
-    if let Some(key) = key {
-        req = req.header("Authorization", format!("Bearer {key}"));
-    }
-    let r = req.send().expect("POST");
-    let location = r
-        .headers()
-        .get("location")
-        .and_then(|l| l.to_str().ok())
-        .unwrap_or_default();
+    let (status, location) = redirect(url, key);
     // The ticket differs per answer; where it sends the client must not.
     let target = location.split('?').next().unwrap_or_default().to_owned();
-    (r.status().as_u16(), target)
+    (status, target)
 }
 
 /// Two orchestrators on one Redis: edges report to one, both answer the same.

@@ -8,8 +8,8 @@ use serde_json::Value;
 use std::time::{Duration, Instant};
 use waveguide_tests::aiortc::{PyPeer, VideoCodec};
 use waveguide_tests::cluster::{
-    CONVERGE, OrchestratorAddr, POLL, get_json, orchestrator_config, rtmp_publish, start_edge,
-    wait_nodes, wait_stream_origin,
+    CONVERGE, OrchestratorAddr, POLL, get_json, orchestrator_config, redirect, rtmp_publish,
+    start_edge, wait_nodes, wait_stream_origin,
 };
 use waveguide_tests::edge::http_client;
 use waveguide_tests::ffmpeg::Ffmpeg;
@@ -76,6 +76,14 @@ fn player(browser: &mut Browser, page: PageId) -> Option<Player> {
         frames: v["frames"].as_u64().unwrap_or(0),
         state: v["state"].as_str().unwrap_or_default().to_owned(),
     })
+}
+
+/// How many of `pages` play from `edge`.
+fn players_on(browser: &mut Browser, pages: &[PageId], edge: &EdgeProcess) -> usize {
+    pages
+        .iter()
+        .filter(|p| player(browser, **p).is_some_and(|s| s.resource.starts_with(&edge.base_url())))
+        .count()
 }
 
 /// Opens `count` player pages (`/watch/demo` served by `edge`) and waits until each decodes.
@@ -145,12 +153,7 @@ fn edge_killed_under_20_viewers_moves_them_to_another_edge() {
     // the rest where the stream already is), so find where they landed and kill the edge
     // holding most of them.
     let pages = open_players(&mut browser, &b, 20);
-    let on_b = pages
-        .iter()
-        .filter(|p| {
-            player(&mut browser, **p).is_some_and(|s| s.resource.starts_with(&b.base_url()))
-        })
-        .count();
+    let on_b = players_on(&mut browser, &pages, &b);
     let (mut victim, survivor, victim_id, survivor_id) = if on_b * 2 >= pages.len() {
         (b, c, "edge-b", "edge-c")
     } else {
@@ -197,12 +200,7 @@ fn sigterm_drains_an_edge_and_its_viewers_move() {
     let mut browser = Browser::launch();
     let pages = open_players(&mut browser, &b, 3);
     // Drain the edge the orchestrator put the players on (an empty edge would just exit).
-    let on_b = pages
-        .iter()
-        .filter(|p| {
-            player(&mut browser, **p).is_some_and(|s| s.resource.starts_with(&b.base_url()))
-        })
-        .count();
+    let on_b = players_on(&mut browser, &pages, &b);
     let (mut victim, survivor, victim_id) = if on_b * 2 >= pages.len() {
         (b, c, "edge-b")
     } else {
@@ -237,17 +235,8 @@ fn sigterm_drains_an_edge_and_its_viewers_move() {
         signalled.elapsed(),
         draining["draining"]
     );
-    let r = http_client()
-        .post(addr.url("/whep/demo"))
-        .header("Content-Type", "application/sdp")
-        .body("v=0\r\n")
-        .send()
-        .expect("POST /whep/demo");
-    assert_eq!(r.status(), 307);
-    let location = r.headers()["location"]
-        .to_str()
-        .unwrap_or_default()
-        .to_owned();
+    let (status, location) = redirect(&addr.url("/whep/demo"), None);
+    assert_eq!(status, 307);
     assert!(
         location.starts_with(&survivor.base_url()),
         "new viewers go to the other edge: {location}"
@@ -303,22 +292,6 @@ fn orchestrator_restart_interrupts_no_viewer() {
     println!("restarted orchestrator knew the cluster again after {relearned:?}");
 }
 
-fn whep_redirect(url: &str) -> (u16, String) {
-    let r = http_client()
-        .post(url)
-        .header("Content-Type", "application/sdp")
-        .body("v=0\r\n")
-        .send()
-        .expect("POST /whep/demo");
-    let location = r
-        .headers()
-        .get("location")
-        .and_then(|l| l.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    (r.status().as_u16(), location)
-}
-
 /// Redis restarted under two orchestrators: redirects keep working while it is down (from
 /// the last known nodes), and the state is rebuilt in the new Redis within 10 s.
 #[test]
@@ -336,13 +309,16 @@ fn redis_restart_under_two_orchestrators() {
     wait_stream_origin(&second, "demo", "edge-a");
     let expected = a.url("/whep/demo");
     for o in [&first, &second] {
-        assert_eq!(whep_redirect(&o.url("/whep/demo")), (307, expected.clone()));
+        assert_eq!(
+            redirect(&o.url("/whep/demo"), None),
+            (307, expected.clone())
+        );
     }
 
     redis.kill();
     for o in [&first, &second] {
         assert_eq!(
-            whep_redirect(&o.url("/whep/demo")),
+            redirect(&o.url("/whep/demo"), None),
             (307, expected.clone()),
             "redirects keep working with Redis down"
         );
@@ -352,7 +328,10 @@ fn redis_restart_under_two_orchestrators() {
     for o in [&first, &second] {
         wait_nodes(o, &["edge-a"]);
         wait_stream_origin(o, "demo", "edge-a");
-        assert_eq!(whep_redirect(&o.url("/whep/demo")), (307, expected.clone()));
+        assert_eq!(
+            redirect(&o.url("/whep/demo"), None),
+            (307, expected.clone())
+        );
     }
     println!(
         "state rebuilt in the restarted Redis after {:?}",
