@@ -31,6 +31,7 @@ pub mod service;
 pub mod stream;
 
 pub use engine::{
-    Engine, PatchOutcome, SessionAnswer, SessionInfo, SessionKind, SessionState, WatchCredentials,
+    Delivery, Engine, PatchOutcome, SessionAnswer, SessionInfo, SessionKind, SessionState,
+    SessionStats, WatchCredentials,
 };
 pub use error::{Error, Result};

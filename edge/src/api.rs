@@ -88,6 +88,56 @@ pub struct SessionView {
     pub state: &'static str,
     /// Seconds since it was answered.
     pub age_secs: u64,
+    /// Another edge pulling the stream (a relay link), not an end viewer.
+    pub relay_pull: bool,
+    /// Delivery paused by an operator (viewers).
+    pub paused: bool,
+    /// Video is sent only while the stream fits under this (viewers).
+    pub max_bitrate_bps: Option<u64>,
+    /// Audio only (viewers).
+    pub audio_only: bool,
+    /// Counters from the session's shard (one session's GET only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stats: Option<SessionStatsView>,
+}
+
+/// A session's delivery figures.
+#[derive(Debug, Serialize)]
+pub struct SessionStatsView {
+    /// Where its media goes (`ip:port`).
+    pub remote_addr: Option<String>,
+    pub packets_sent: u64,
+    pub bytes_sent: u64,
+    pub packets_received: u64,
+    pub bytes_received: u64,
+    /// Held back by a pause or cap, or refused by the connection.
+    pub packets_dropped: u64,
+    /// Loss the peer reported (viewers).
+    pub packets_lost: i64,
+    pub nacks: u64,
+    pub keyframe_requests: u64,
+    /// From RTCP receiver reports, when there were any.
+    pub rtt_ms: Option<f64>,
+    /// Video held back now (pause, cap or audio only).
+    pub video_held: bool,
+}
+
+impl From<waveguide_control::SessionStats> for SessionStatsView {
+    fn from(s: waveguide_control::SessionStats) -> Self {
+        Self {
+            remote_addr: s.remote_addr.map(|a| a.to_string()),
+            packets_sent: s.packets_sent,
+            bytes_sent: s.bytes_sent,
+            packets_received: s.packets_received,
+            bytes_received: s.bytes_received,
+            packets_dropped: s.packets_dropped,
+            packets_lost: s.packets_lost,
+            nacks: s.nacks,
+            keyframe_requests: s.keyframe_requests,
+            rtt_ms: s.rtt.map(|d| d.as_secs_f64() * 1000.0),
+            video_held: s.video_held,
+        }
+    }
 }
 
 impl From<&SessionInfo> for SessionView {
@@ -104,6 +154,11 @@ impl From<&SessionInfo> for SessionView {
                 SessionState::Connected => "connected",
             },
             age_secs: s.age.as_secs(),
+            relay_pull: s.relay_pull,
+            paused: s.delivery.paused,
+            max_bitrate_bps: s.delivery.max_bitrate_bps,
+            audio_only: s.delivery.audio_only,
+            stats: None,
         }
     }
 }
@@ -145,9 +200,21 @@ pub async fn session(
     if let Some(refused) = admin.refusal(&headers) {
         return refused;
     }
-    match state.engine.sessions().iter().find(|s| s.session == id) {
-        Some(s) => Json(SessionView::from(s)).into_response(),
-        None => waveguide_control::Error::SessionNotFound.into_response(),
+    let Some(info) = state
+        .engine
+        .sessions()
+        .into_iter()
+        .find(|s| s.session == id)
+    else {
+        return waveguide_control::Error::SessionNotFound.into_response();
+    };
+    match state.engine.session_stats(&id).await {
+        Ok(stats) => Json(SessionView {
+            stats: Some(stats.into()),
+            ..SessionView::from(&info)
+        })
+        .into_response(),
+        Err(e) => e.into_response(),
     }
 }
 

@@ -169,6 +169,12 @@ def main(args):
                 out["stop_flow"] = code(
                     pipelines.StopFlow, pipeline_pb2.StopFlowRequest(flow_id=flow_id),
                     metadata=auth, timeout=5)
+                stopped = pipelines.GetFlowStatus(
+                    pipeline_pb2.GetFlowStatusRequest(flow_id=flow_id), metadata=auth, timeout=5)
+                out["stopped_state"] = pipeline_pb2.FlowState.Name(stopped.flow.state)
+                out["start_flow"] = code(
+                    pipelines.StartFlow, pipeline_pb2.StartFlowRequest(flow_id=flow_id),
+                    metadata=auth, timeout=5)
             out["kicked_flow"] = code(
                 pipelines.GetFlowStatus, pipeline_pb2.GetFlowStatusRequest(flow_id=f"viewer:{kick}"),
                 metadata=auth, timeout=5)

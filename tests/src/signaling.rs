@@ -13,7 +13,7 @@
 
 use crate::load::clip::{Clip, ensure_clip};
 use crate::load::peer::{AUDIO_PT, AUDIO_SSRC, Peer, Role, VIDEO_PT, VIDEO_SSRC};
-use crate::load::receive::{KeyframeTracker, SeqTracker};
+use crate::load::receive::{KeyframeTracker, SeqTracker, carries_idr};
 use crate::load::schedule::{AUDIO_TS_STEP, MediaClock, Tick, video_ts_step};
 use crate::load::{SrtpChoice, VideoSpec};
 use bytes::Bytes;
@@ -25,6 +25,7 @@ use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::sansio::Protocol;
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
@@ -63,18 +64,28 @@ pub type Client = WebRtcSignalingClient<InterceptedService<Channel, Bearer>>;
 
 /// A client of the edge's `WebRtcSignaling` on `127.0.0.1:port`.
 pub async fn unary_client(port: u16, token: Option<&str>) -> Client {
-    let channel = Channel::from_shared(format!("http://127.0.0.1:{port}"))
+    WebRtcSignalingClient::with_interceptor(channel(port).await, Bearer::new(token))
+}
+
+/// A gRPC channel to `127.0.0.1:port`, for any of the edge's services.
+pub async fn channel(port: u16) -> Channel {
+    Channel::from_shared(format!("http://127.0.0.1:{port}"))
         .expect("a valid URI")
         .connect_timeout(Duration::from_secs(5))
         .connect()
         .await
-        .unwrap_or_else(|e| panic!("connect to the edge's gRPC port {port}: {e}"));
-    let bearer = Bearer(token.map(|t| {
-        format!("Bearer {t}")
-            .parse()
-            .expect("an ASCII bearer token")
-    }));
-    WebRtcSignalingClient::with_interceptor(channel, bearer)
+        .unwrap_or_else(|e| panic!("connect to the edge's gRPC port {port}: {e}"))
+}
+
+impl Bearer {
+    /// `Bearer <token>`, or nothing.
+    pub fn new(token: Option<&str>) -> Bearer {
+        Bearer(token.map(|t| {
+            format!("Bearer {t}")
+                .parse()
+                .expect("an ASCII bearer token")
+        }))
+    }
 }
 
 /// One open `Signal` stream.
@@ -555,16 +566,48 @@ pub struct ViewerStats {
     pub ended: bool,
 }
 
+/// What a viewer has received so far, readable while [`receive_counting`] runs.
+#[derive(Debug, Default)]
+pub struct LiveCounts {
+    pub video: AtomicU64,
+    pub audio: AtomicU64,
+    /// H.264 keyframes (access units with an IDR slice), whole or not.
+    pub keyframes: AtomicU64,
+    /// Set to end the receiving early.
+    pub stop: AtomicBool,
+}
+
+impl LiveCounts {
+    /// `(video, audio, keyframes)` now.
+    pub fn snapshot(&self) -> (u64, u64, u64) {
+        (
+            self.video.load(Ordering::Relaxed),
+            self.audio.load(Ordering::Relaxed),
+            self.keyframes.load(Ordering::Relaxed),
+        )
+    }
+}
+
 /// Receives on `peer` (answered) for `duration`, or until the connection ends.
-pub async fn receive(mut peer: Peer, duration: Duration) -> ViewerStats {
+pub async fn receive(peer: Peer, duration: Duration) -> ViewerStats {
+    receive_counting(peer, duration, Arc::default()).await
+}
+
+/// [`receive`], publishing its counts in `live` as it goes.
+pub async fn receive_counting(
+    mut peer: Peer,
+    duration: Duration,
+    live: Arc<LiveCounts>,
+) -> ViewerStats {
     let started = Instant::now();
     let until = started + duration;
     let mut stats = ViewerStats::default();
     let mut keyframe = KeyframeTracker::default();
+    let mut last_idr_ts = None;
     let mut buf = vec![0u8; 2048];
     loop {
         let now = Instant::now();
-        if now >= until {
+        if now >= until || live.stop.load(Ordering::Relaxed) {
             break;
         }
         if peer.pc.poll_timeout().is_some_and(|t| t <= now) {
@@ -595,12 +638,20 @@ pub async fn receive(mut peer: Peer, duration: Duration) -> ViewerStats {
             match h.payload_type {
                 VIDEO_PT => {
                     stats.video.on_packet(h.sequence_number);
+                    live.video.fetch_add(1, Ordering::Relaxed);
+                    if carries_idr(&packet.payload) && last_idr_ts != Some(h.timestamp) {
+                        last_idr_ts = Some(h.timestamp);
+                        live.keyframes.fetch_add(1, Ordering::Relaxed);
+                    }
                     if keyframe.on_packet(h.sequence_number, h.timestamp, h.marker, &packet.payload)
                     {
                         stats.keyframe_after = Some(now.duration_since(started));
                     }
                 }
-                AUDIO_PT => stats.audio.on_packet(h.sequence_number),
+                AUDIO_PT => {
+                    stats.audio.on_packet(h.sequence_number);
+                    live.audio.fetch_add(1, Ordering::Relaxed);
+                }
                 _ => stats.unknown += 1,
             }
         }

@@ -9,6 +9,7 @@
 //!
 //! This module owns sessions (the WHIP/WHEP resources) and their lifecycle; it owns no HTTP.
 
+mod delivery;
 mod demux;
 mod ingest;
 mod metrics;
@@ -19,6 +20,7 @@ mod rewrite;
 mod setup;
 mod shard;
 mod sockets;
+mod stats;
 
 use crate::cluster::{NodeLimits, TicketScope, Upstream};
 use crate::config::{ViewerConfig, WebRtcConfig};
@@ -50,6 +52,7 @@ pub enum SessionKind {
     Viewer,
 }
 
+pub use delivery::{Delivery, SessionStats};
 pub use ingest::Ingest;
 pub use sockets::local_ipv4_addresses;
 
@@ -74,6 +77,7 @@ pub mod fuzzing {
                 name: "fuzz".into(),
                 tracks: tracks.into_iter().map(|t| t.info).collect(),
                 publisher_shard: None,
+                viewers: 0,
             };
             let _ = setup::viewer(
                 &parsed,
@@ -128,6 +132,12 @@ struct SessionEntry {
     created: Instant,
     /// Dropped with the entry: watchers then learn the session ended.
     state: tokio::sync::watch::Sender<SessionState>,
+    /// Keyframe requests sent to this publisher so far.
+    keyframe_requests: tokio::sync::watch::Sender<u64>,
+    /// Another edge pulling the stream (a relay), not an end viewer.
+    relay_pull: bool,
+    /// The operator's pause and cap (viewers).
+    delivery: Delivery,
 }
 
 /// What a viewer presents besides its offer.
@@ -162,6 +172,10 @@ pub struct SessionInfo {
     pub state: SessionState,
     /// How long ago it was answered.
     pub age: Duration,
+    /// A viewer that is another edge pulling the stream (a relay link), not an end viewer.
+    pub relay_pull: bool,
+    /// The operator's pause and cap (viewers).
+    pub delivery: Delivery,
 }
 
 /// State the shards share with the signaling side.
@@ -187,6 +201,13 @@ impl Shared {
     fn session_connected(&self, session: &str) {
         if let Some(entry) = self.sessions().get(session) {
             entry.state.send_replace(SessionState::Connected);
+        }
+    }
+
+    /// A keyframe was asked of the publisher `session`.
+    fn keyframe_requested(&self, session: &str) {
+        if let Some(entry) = self.sessions().get(session) {
+            entry.keyframe_requests.send_modify(|n| *n += 1);
         }
     }
 
@@ -399,15 +420,16 @@ impl Engine {
                 video_receiver: None,
                 last_keyframe_request: None,
                 keyframe_request_pending: false,
+                keyframe_requests_sent: 0,
             }),
             next_timeout: None,
             socket: None,
             remote_addrs: Vec::new(),
             created: now,
             connected: false,
+            remote: None,
         };
-        let etag = new_etag();
-        self.register(&session, shard, id, &stream, SessionKind::Publisher, &etag);
+        let etag = self.register(&session, shard, id, &stream, SessionKind::Publisher, false);
         self.send(
             shard,
             Command::AddPeer {
@@ -462,6 +484,14 @@ impl Engine {
             found = self.shared.streams.get(stream);
         }
         let stream_ref = found.ok_or_else(|| Error::StreamNotFound(stream.to_owned()))?;
+        if !relay_pull
+            && let Some(max) = self.limits.stream_max_viewers(stream)
+            && stream_ref.viewers >= max as usize
+        {
+            return Err(Error::AtCapacity(format!(
+                "stream `{stream}` viewer limit of {max}"
+            )));
+        }
         let now = Instant::now();
         let shard = self.pick_shard();
         let (built, tracks) = contain_panic(|| {
@@ -481,9 +511,9 @@ impl Engine {
             remote_addrs: Vec::new(),
             created: now,
             connected: false,
+            remote: None,
         };
-        let etag = new_etag();
-        self.register(&session, shard, id, stream, SessionKind::Viewer, &etag);
+        let etag = self.register(&session, shard, id, stream, SessionKind::Viewer, relay_pull);
         self.shared.streams.add_viewers(stream, 1);
         self.shared.metrics.viewer_joined();
         self.send(
@@ -651,6 +681,7 @@ impl Engine {
         }
     }
 
+    /// Records a new session; returns its first entity tag.
     fn register(
         &self,
         session: &str,
@@ -658,8 +689,9 @@ impl Engine {
         peer: PeerId,
         stream: &str,
         kind: SessionKind,
-        etag: &str,
-    ) {
+        relay_pull: bool,
+    ) -> String {
+        let etag = new_etag();
         self.shared.sessions().insert(
             session.to_owned(),
             SessionEntry {
@@ -667,11 +699,15 @@ impl Engine {
                 peer,
                 stream: stream.to_owned(),
                 kind,
-                etag: etag.to_owned(),
+                etag: etag.clone(),
                 created: Instant::now(),
                 state: tokio::sync::watch::Sender::new(SessionState::Connecting),
+                keyframe_requests: tokio::sync::watch::Sender::new(0),
+                relay_pull,
+                delivery: Delivery::default(),
             },
         );
+        etag
     }
 
     /// Every WebRTC session on this node.
@@ -687,6 +723,8 @@ impl Engine {
                 kind: e.kind,
                 state: *e.state.borrow(),
                 age: now.saturating_duration_since(e.created),
+                relay_pull: e.relay_pull,
+                delivery: e.delivery,
             })
             .collect();
         all.sort_by(|a, b| a.session.cmp(&b.session));
@@ -703,6 +741,54 @@ impl Engine {
             .sessions()
             .get(session)
             .map(|e| e.state.subscribe())
+    }
+
+    /// Follows the keyframe requests sent to publisher `session`: a count that grows with each.
+    /// `None` when there is no such session (any more).
+    pub fn follow_keyframe_requests(
+        &self,
+        session: &str,
+    ) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.shared
+            .sessions()
+            .get(session)
+            .map(|e| e.keyframe_requests.subscribe())
+    }
+
+    /// Sets how media is delivered to viewer `session`: paused, capped, audio only. A resumed
+    /// viewer starts again at the newest cached keyframe.
+    pub fn set_delivery(&self, session: &str, delivery: Delivery) -> Result<()> {
+        let shard = {
+            let mut sessions = self.shared.sessions();
+            let entry = sessions
+                .get_mut(session)
+                .filter(|e| e.kind == SessionKind::Viewer)
+                .ok_or(Error::SessionNotFound)?;
+            entry.delivery = delivery;
+            (entry.shard, entry.peer)
+        };
+        self.send(
+            shard.0,
+            Command::Deliver {
+                id: shard.1,
+                delivery,
+            },
+        )?;
+        info!(%session, ?delivery, "viewer delivery changed");
+        Ok(())
+    }
+
+    /// The session's delivery figures now, as its shard measured them.
+    pub async fn session_stats(&self, session: &str) -> Result<SessionStats> {
+        let (shard, id) = self
+            .shared
+            .sessions()
+            .get(session)
+            .map(|e| (e.shard, e.peer))
+            .ok_or(Error::SessionNotFound)?;
+        let (reply, rx) = oneshot::channel();
+        self.send(shard, Command::Stats { id, reply })?;
+        rx.await.map_err(|_| Error::SessionNotFound)
     }
 
     /// Ends one session, publisher or viewer, whichever way it was negotiated (a kick).
@@ -855,6 +941,7 @@ mod tests {
             name: "demo".into(),
             tracks: tracks.iter().map(|t| t.info.clone()).collect(),
             publisher_shard: Some(0),
+            viewers: 0,
         };
         let view = offer::parse(CHROME_VIEW).unwrap();
         let (answer, vtracks) =
@@ -881,6 +968,7 @@ mod tests {
                 },
             }],
             publisher_shard: None,
+            viewers: 0,
         };
         let view = offer::parse(CHROME_VIEW).unwrap();
         let (answer, tracks) =

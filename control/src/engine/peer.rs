@@ -1,5 +1,6 @@
 //! One peer connection as a shard holds it: the sans-IO connection plus what it is for.
 
+use super::delivery::ViewerDelivery;
 use super::rewrite::Rewriter;
 use super::setup::{PublisherTrack, ViewerTrack};
 use crate::stream::TrackCounters;
@@ -29,6 +30,8 @@ pub(crate) struct Peer {
     pub remote_addrs: Vec<SocketAddr>,
     pub created: Instant,
     pub connected: bool,
+    /// Where its last datagram came from.
+    pub remote: Option<SocketAddr>,
 }
 
 /// What a peer does.
@@ -50,6 +53,8 @@ pub(crate) struct PublisherRole {
     pub video_receiver: Option<(RTCRtpReceiverId, u32)>,
     pub last_keyframe_request: Option<Instant>,
     pub keyframe_request_pending: bool,
+    /// Keyframe requests sent to it.
+    pub keyframe_requests_sent: u64,
 }
 
 /// A viewer's state.
@@ -57,6 +62,10 @@ pub(crate) struct ViewerRole {
     pub tracks: Vec<(ViewerTrack, Rewriter)>,
     /// Set once the first video packet went out, for the join-time histogram.
     pub first_video_sent: bool,
+    /// Pause and quality cap.
+    pub delivery: ViewerDelivery,
+    /// Writes the connection refused.
+    pub write_drops: u64,
 }
 
 impl ViewerRole {
@@ -70,6 +79,8 @@ impl ViewerRole {
                 })
                 .collect(),
             first_video_sent: false,
+            delivery: ViewerDelivery::default(),
+            write_drops: 0,
         }
     }
 }

@@ -30,6 +30,12 @@ impl Rewriter {
         }
     }
 
+    /// Starts numbering anew from the next packet (the next keyframe, for video), continuing
+    /// from the last one sent: after a pause, nothing the viewer missed looks lost.
+    pub(crate) fn restart(&mut self) {
+        self.base = None;
+    }
+
     /// The outgoing (sequence number, timestamp) for `packet`, or `None` while a video
     /// track waits for a keyframe of the current publisher.
     pub(crate) fn map(&mut self, packet: &MediaPacket, now: Instant) -> Option<(u16, u32)> {

@@ -3,6 +3,7 @@
 //! of viewers on it; nothing here takes a lock per packet.
 
 use super::Shared;
+use super::delivery::{Admit, Delivery, RateMeter, SessionStats};
 use super::demux::Demux;
 use super::peer::{Peer, PeerId, Role};
 use crate::media::{KeyframeCache, MediaPacket, TrackKind};
@@ -65,6 +66,16 @@ pub(crate) enum Command {
     RequestKeyframe {
         stream: u64,
     },
+    /// An operator's new pause or cap for a viewer.
+    Deliver {
+        id: PeerId,
+        delivery: Delivery,
+    },
+    /// A snapshot of the session's delivery.
+    Stats {
+        id: PeerId,
+        reply: oneshot::Sender<SessionStats>,
+    },
 }
 
 /// A datagram read by one of the shard's socket readers.
@@ -80,6 +91,8 @@ struct LocalStream {
     viewers: Vec<PeerId>,
     publisher: Option<PeerId>,
     last_keyframe_request: Option<Instant>,
+    /// What the publisher sends, for viewers' bitrate caps.
+    rate: RateMeter,
 }
 
 pub(crate) struct Shard {
@@ -245,6 +258,12 @@ impl Shard {
                     self.streams.remove(&stream);
                 }
             }
+            Command::Deliver { id, delivery } => self.set_delivery(id, delivery, now),
+            Command::Stats { id, reply } => {
+                if let Some(peer) = self.peers.get_mut(&id) {
+                    let _ = reply.send(super::stats::collect(peer, now));
+                }
+            }
             Command::RequestKeyframe { stream } => {
                 if let Some(id) = self.streams.get(&stream).and_then(|l| l.publisher)
                     && let Some(Peer {
@@ -272,6 +291,7 @@ impl Shard {
             peer.remote_addrs.push(d.from);
         }
         peer.socket = Some(d.socket);
+        peer.remote = Some(d.from);
         self.current = Some(id);
         let local_addr = self.sockets[d.socket].1;
         let msg = TaggedBytesMut {
@@ -340,6 +360,8 @@ impl Shard {
         if packet.kind == TrackKind::Video {
             local.video_cache.push(packet);
         }
+        local.rate.add(packet.rtp.payload.len(), now);
+        let stream_bps = local.rate.bps();
         let mut want_keyframe = false;
         for id in &local.viewers {
             let Some(peer) = self.peers.get_mut(id) else {
@@ -349,7 +371,7 @@ impl Shard {
                 continue;
             }
             self.current = Some(*id);
-            want_keyframe |= forward(peer, packet, now, &self.shared);
+            want_keyframe |= deliver(peer, packet, stream_bps, now, &self.shared);
             flush(peer, &self.sockets, &self.shared);
         }
         if want_keyframe {
@@ -407,6 +429,8 @@ impl Shard {
         };
         p.keyframe_request_pending = false;
         p.last_keyframe_request = Some(now);
+        p.keyframe_requests_sent += 1;
+        self.shared.keyframe_requested(&peer.session);
         if let Some(mut r) = peer.pc.rtp_receiver(receiver) {
             let pli = PictureLossIndication {
                 sender_ssrc: 0,
@@ -522,13 +546,51 @@ impl Shard {
         let stream = peer.stream;
         if let Some(local) = self.streams.get(&stream) {
             // Replay the newest GOP so the first picture does not wait for the next keyframe.
+            let stream_bps = local.rate.bps();
             for packet in local.video_cache.packets() {
-                forward(peer, packet, now, &self.shared);
+                deliver(peer, packet, stream_bps, now, &self.shared);
                 flush(peer, &self.sockets, &self.shared);
             }
         }
         // A WebRTC publisher also gets one (rate-limited) request, so the picture is fresh.
         self.request_keyframe(stream, now);
+    }
+
+    /// Applies an operator's pause or cap. A resumed viewer starts again at the newest cached
+    /// keyframe, numbering on from where it stopped.
+    fn set_delivery(&mut self, id: PeerId, delivery: Delivery, now: Instant) {
+        self.current = Some(id);
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let Role::Viewer(v) = &mut peer.role else {
+            return;
+        };
+        let resumed = v.delivery.settings.paused && !delivery.paused;
+        v.delivery.settings = delivery;
+        if !resumed || !peer.connected {
+            return;
+        }
+        for (_, rewriter) in &mut v.tracks {
+            rewriter.restart();
+        }
+        v.delivery.video_held = true;
+        let stream = peer.stream;
+        let mut want_keyframe = true;
+        if let Some(local) = self.streams.get(&stream) {
+            let stream_bps = local.rate.bps();
+            for (i, packet) in local.video_cache.packets().enumerate() {
+                let waits = deliver(peer, packet, stream_bps, now, &self.shared);
+                // A cache that starts with a keyframe serves the picture at once.
+                if i == 0 {
+                    want_keyframe = waits;
+                }
+                flush(peer, &self.sockets, &self.shared);
+            }
+        }
+        if want_keyframe {
+            self.request_keyframe(stream, now);
+        }
     }
 
     fn close_peer(&mut self, id: PeerId, reason: &'static str, now: Instant) {
@@ -588,6 +650,32 @@ fn ingest(
     Some(source.packet(&track.info, rtp, now, shared))
 }
 
+/// Delivers one packet to a viewer as its pause and cap allow. Returns whether the viewer
+/// waits for a keyframe (so one should be asked for).
+fn deliver(
+    peer: &mut Peer,
+    packet: &MediaPacket,
+    stream_bps: u64,
+    now: Instant,
+    shared: &Shared,
+) -> bool {
+    let Role::Viewer(v) = &mut peer.role else {
+        return false;
+    };
+    match v.delivery.admit(packet.kind, stream_bps) {
+        Admit::Hold => return false,
+        Admit::ResumeVideo => {
+            for (track, rewriter) in &mut v.tracks {
+                if track.kind == TrackKind::Video {
+                    rewriter.restart();
+                }
+            }
+        }
+        Admit::Send => {}
+    }
+    forward(peer, packet, now, shared)
+}
+
 /// Writes one packet to a viewer, rewritten for it. Returns whether the viewer waits for a
 /// keyframe (so one should be asked for).
 fn forward(peer: &mut Peer, packet: &MediaPacket, now: Instant, shared: &Shared) -> bool {
@@ -616,11 +704,15 @@ fn forward(peer: &mut Peer, packet: &MediaPacket, now: Instant, shared: &Shared)
     match peer.pc.rtp_sender(sender) {
         Some(mut s) => {
             if let Err(e) = s.write_rtp(now, rtp) {
+                v.write_drops += 1;
                 shared.metrics.drops_write.increment(1);
                 debug!(session = %peer.session, "write_rtp: {e}");
             }
         }
-        None => shared.metrics.drops_write.increment(1),
+        None => {
+            v.write_drops += 1;
+            shared.metrics.drops_write.increment(1);
+        }
     }
     false
 }

@@ -44,6 +44,8 @@ pub struct StreamRef {
     pub tracks: Vec<TrackInfo>,
     /// The shard holding the publisher, when one is connected (for keyframe requests).
     pub publisher_shard: Option<usize>,
+    /// Its viewers now (relay pulls included).
+    pub viewers: usize,
 }
 
 /// The outcome of a publisher taking a stream.
@@ -330,6 +332,7 @@ impl Streams {
             name: name.to_owned(),
             tracks: e.tracks.iter().map(|t| t.0.clone()).collect(),
             publisher_shard: e.publisher.as_ref().and_then(|p| p.shard),
+            viewers: e.viewers.load(Ordering::Relaxed),
         })
     }
 

@@ -5,13 +5,15 @@
 //! - `viewer:<session>`: a stream delivered to one viewer session (every WebRTC viewer is one);
 //! - `relay:<stream>`: a stream this node pulls from another edge (protocol `relay`).
 //!
-//! What is real: `GetFlowStatus` (state from the session or stream, tracks and bitrate from the
-//! stream's counters); `DisconnectEntities` (a viewer flow ends its session; a relay flow ends
-//! the local stream, and the relay's pull, seeing its ingest revoked, closes its upstream
-//! session). What answers `UNIMPLEMENTED`, after checking the request and that the flow exists:
-//! `ConnectEntities` of a relay link to a given upstream (the relay pulls only on a viewer's
-//! request, from the edge the orchestrator names), `StartFlow`/`StopFlow` (no pause of
-//! delivery in the engine) and `AdjustQuality` (no per-viewer or per-relay caps in the engine).
+//! A viewer flow's delivery belongs to the engine (`Engine::set_delivery`): `StopFlow` pauses
+//! it with the connection kept, `StartFlow` resumes it at the newest cached keyframe, and
+//! `AdjustQuality` caps it (bitrate, audio only). Another edge pulling a stream from this one is
+//! a viewer session too, so the same calls pause and cap delivery to a relay. `GetFlowStatus`
+//! reads the session's counters from its shard.
+//!
+//! A `relay:` flow is this node's pull from upstream: `ConnectEntities` starts one from a given
+//! WHEP URL, `DisconnectEntities` ends it. Its delivery is the upstream's to pause or cap (on
+//! the upstream's `viewer:` flow for this node); here those calls are `FAILED_PRECONDITION`.
 
 use super::NodeState;
 use super::entity::model;
@@ -19,9 +21,9 @@ use super::entity::start_relay_pull;
 use std::time::{Instant, SystemTime};
 use tonic::{Request, Response, Status};
 use tracing::info;
-use waveguide_control::SessionKind;
-use waveguide_control::SessionState;
+use waveguide_control::media::TrackKind;
 use waveguide_control::stream::{IngestProtocol, StreamStatus};
+use waveguide_control::{Delivery, SessionKind, SessionState, SessionStats};
 use waveguide_proto::v1::pipeline_service_server::PipelineService;
 use waveguide_proto::v1::{self, EntityKind, FlowState, flow_endpoint::Endpoint};
 
@@ -69,7 +71,7 @@ impl Pipelines {
     }
 
     /// The flow `id` names now; `NOT_FOUND` when it is not (any more) on this node.
-    fn flow(&self, id: &FlowId) -> Result<v1::Flow, Status> {
+    async fn flow(&self, id: &FlowId) -> Result<v1::Flow, Status> {
         let engine = &self.state.engine;
         let node = self.state.identity.id();
         let now = SystemTime::now();
@@ -80,9 +82,16 @@ impl Pipelines {
                     .ok_or_else(|| {
                         Status::not_found(format!("no viewer session `{session}` on this node"))
                     })?;
+                // Ended between the two reads: the same NOT_FOUND as above.
+                let stats = engine.session_stats(session).await.map_err(|_| {
+                    Status::not_found(format!("no viewer session `{session}` on this node"))
+                })?;
                 let live = stream.as_ref().is_some_and(|s| s.state == "live");
                 let (state, error) = match (info.state, live) {
                     (SessionState::Connecting, _) => (FlowState::Connecting, String::new()),
+                    (SessionState::Connected, _) if stats.delivery.paused => {
+                        (FlowState::Stopped, String::new())
+                    }
                     (SessionState::Connected, true) => (FlowState::Flowing, String::new()),
                     (SessionState::Connected, false) => (
                         FlowState::Reconnecting,
@@ -94,22 +103,21 @@ impl Pipelines {
                     .as_ref()
                     .map(|s| crate::cluster::node::stream_info(s, node, now).tracks)
                     .unwrap_or_default();
+                let stream_bps = stream.as_ref().map(stream_bitrate).unwrap_or(0);
                 Ok(v1::Flow {
                     id: format!("viewer:{session}"),
                     source: Some(local(EntityKind::Stream, &info.stream)),
                     sink: Some(local(EntityKind::Session, session)),
                     state: state as i32,
-                    quality: Some(v1::QualityCap::default()),
+                    quality: Some(quality_cap(&stats.delivery)),
                     created_at: Some(model::created(now, info.age)),
                     // The engine keeps no time of a session's last state change.
                     state_since: None,
                     error,
-                    // Per-viewer delivery is not counted by the engine.
-                    packets: 0,
-                    bytes: 0,
-                    packets_dropped: 0,
-                    // The stream's ingest rate: what the viewer is sent when it took every track.
-                    bitrate_bps: stream.as_ref().map(stream_bitrate).unwrap_or(0),
+                    packets: stats.packets_sent,
+                    bytes: stats.bytes_sent,
+                    packets_dropped: stats.packets_dropped,
+                    bitrate_bps: delivered_bitrate(&stats, stream.as_ref(), stream_bps),
                     tracks: info_tracks,
                 })
             }
@@ -185,7 +193,7 @@ impl PipelineService for Pipelines {
                     ));
                 }
                 start_relay_pull(&self.state, &sink.id, &remote.whep_url).await?;
-                let flow = self.flow(&FlowId::Relay(sink.id.clone()))?;
+                let flow = self.flow(&FlowId::Relay(sink.id.clone())).await?;
                 Ok(Response::new(v1::ConnectEntitiesResponse {
                     flow: Some(flow),
                 }))
@@ -212,7 +220,7 @@ impl PipelineService for Pipelines {
         let r = request.into_inner();
         let id = FlowId::parse(&r.flow_id)?;
         // NOT_FOUND unless the flow exists now, as the flow it claims to be.
-        self.flow(&id)?;
+        self.flow(&id).await?;
         let reason = if r.reason.is_empty() {
             "disconnected over gRPC".to_owned()
         } else {
@@ -241,23 +249,31 @@ impl PipelineService for Pipelines {
         &self,
         request: Request<v1::StartFlowRequest>,
     ) -> Result<Response<v1::StartFlowResponse>, Status> {
-        self.flow(&FlowId::parse(&request.into_inner().flow_id)?)?;
-        Err(Status::unimplemented(PAUSE_MISSING))
+        let id = FlowId::parse(&request.into_inner().flow_id)?;
+        let flow = self
+            .change_delivery(&id, |d| Delivery { paused: false, ..d })
+            .await?;
+        Ok(Response::new(v1::StartFlowResponse { flow: Some(flow) }))
     }
 
     async fn stop_flow(
         &self,
         request: Request<v1::StopFlowRequest>,
     ) -> Result<Response<v1::StopFlowResponse>, Status> {
-        self.flow(&FlowId::parse(&request.into_inner().flow_id)?)?;
-        Err(Status::unimplemented(PAUSE_MISSING))
+        let id = FlowId::parse(&request.into_inner().flow_id)?;
+        let flow = self
+            .change_delivery(&id, |d| Delivery { paused: true, ..d })
+            .await?;
+        Ok(Response::new(v1::StopFlowResponse { flow: Some(flow) }))
     }
 
     async fn get_flow_status(
         &self,
         request: Request<v1::GetFlowStatusRequest>,
     ) -> Result<Response<v1::GetFlowStatusResponse>, Status> {
-        let flow = self.flow(&FlowId::parse(&request.into_inner().flow_id)?)?;
+        let flow = self
+            .flow(&FlowId::parse(&request.into_inner().flow_id)?)
+            .await?;
         Ok(Response::new(v1::GetFlowStatusResponse {
             flow: Some(flow),
         }))
@@ -267,19 +283,92 @@ impl PipelineService for Pipelines {
         &self,
         request: Request<v1::AdjustQualityRequest>,
     ) -> Result<Response<v1::AdjustQualityResponse>, Status> {
-        self.flow(&FlowId::parse(&request.into_inner().flow_id)?)?;
-        Err(Status::unimplemented(
-            "quality caps need engine support: a per-viewer (or per-relay) cap on the bandwidth \
-             estimate and track selection in the shard that writes to the viewer; none exists, \
-             and there is no simulcast to pick layers from",
-        ))
+        let r = request.into_inner();
+        let id = FlowId::parse(&r.flow_id)?;
+        let cap = r.quality.unwrap_or_default();
+        if cap.max_height != 0 || cap.max_framerate != 0 {
+            // Checked before the flow: the answer is the same for every flow on this node.
+            return Err(Status::invalid_argument(
+                "max_height and max_framerate choose among simulcast layers, and publishers \
+                 here send one layer; cap with max_bitrate_bps or audio_only",
+            ));
+        }
+        let flow = self
+            .change_delivery(&id, |d| Delivery {
+                paused: d.paused,
+                max_bitrate_bps: Some(cap.max_bitrate_bps).filter(|&b| b != 0),
+                audio_only: cap.audio_only,
+            })
+            .await?;
+        Ok(Response::new(v1::AdjustQualityResponse {
+            flow: Some(flow),
+        }))
     }
 }
 
-/// Why `StartFlow`/`StopFlow` cannot be served today.
-const PAUSE_MISSING: &str = "pausing and resuming delivery needs engine support: a per-viewer \
-     (or per-relay) pause in the shard that writes to it, resuming at the next cached keyframe \
-     (e.g. Engine::set_delivery(session, paused)); none exists";
+impl Pipelines {
+    /// Changes a viewer flow's delivery and answers the flow as it is then.
+    async fn change_delivery(
+        &self,
+        id: &FlowId,
+        change: impl FnOnce(Delivery) -> Delivery,
+    ) -> Result<v1::Flow, Status> {
+        self.flow(id).await?;
+        let session = match id {
+            FlowId::Viewer(session) => session,
+            FlowId::Relay(stream) => {
+                return Err(Status::failed_precondition(format!(
+                    "`relay:{stream}` is this node's pull from upstream: pause or cap it on the \
+                     upstream edge, where it is a `viewer:` flow (the upstream's GetPeers or \
+                     ListEntities shows it as a relay pull)"
+                )));
+            }
+        };
+        let engine = &self.state.engine;
+        let now = engine
+            .sessions()
+            .into_iter()
+            .find(|s| &s.session == session)
+            .map(|s| s.delivery)
+            .unwrap_or_default();
+        let next = change(now);
+        engine
+            .set_delivery(session, next)
+            .map_err(model::status_of)?;
+        info!(%session, ?next, "viewer flow delivery changed over gRPC");
+        self.flow(id).await
+    }
+}
+
+/// A delivery as the flow's quality cap.
+fn quality_cap(d: &Delivery) -> v1::QualityCap {
+    v1::QualityCap {
+        max_bitrate_bps: d.max_bitrate_bps.unwrap_or(0),
+        max_height: 0,
+        max_framerate: 0,
+        audio_only: d.audio_only,
+    }
+}
+
+/// What the viewer is sent now: nothing while paused, the audio while video is held, else the
+/// stream's ingest rate.
+fn delivered_bitrate(stats: &SessionStats, stream: Option<&StreamStatus>, all: u64) -> u64 {
+    if stats.delivery.paused {
+        return 0;
+    }
+    if stats.video_held {
+        return stream
+            .map(|s| {
+                s.tracks
+                    .iter()
+                    .filter(|t| t.kind == TrackKind::Audio)
+                    .map(|t| t.bitrate_bps)
+                    .sum()
+            })
+            .unwrap_or(0);
+    }
+    all
+}
 
 #[cfg(test)]
 mod tests {

@@ -98,7 +98,7 @@ fn starts_nal_unit(payload: &[u8]) -> bool {
 }
 
 /// Whether an RTP payload carries (part of) an IDR slice.
-fn carries_idr(payload: &[u8]) -> bool {
+pub fn carries_idr(payload: &[u8]) -> bool {
     match payload.first().map(|b| b & 0x1f) {
         Some(nal::IDR) => true,
         Some(28) => payload.get(1).is_some_and(|fu| fu & 0x1f == nal::IDR),

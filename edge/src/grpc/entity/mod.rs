@@ -4,10 +4,11 @@
 //! - `ListEntities` filters by kind and stream and pages over the list sorted by kind, then id.
 //! - `GetEntityStatus` reads one entity; `DestroyEntity` ends a stream (`Engine::kick`) or one
 //!   session (`Engine::end_session`: that peer only, the others keep their media).
-//! - `CreateEntity` (a relay pull from a given upstream) and `ConfigureEntity` (per-stream viewer
-//!   caps, per-session bitrate caps, a pull's idle grace) validate their request and then answer
-//!   `UNIMPLEMENTED`, naming what is missing: the relay pulls only on a viewer's request from
-//!   the edge the orchestrator names, and the engine has no per-stream or per-session caps.
+//! - `CreateEntity` starts a relay pull from a given upstream WHEP URL.
+//! - `ConfigureEntity` sets a stream's viewer ceiling on this node and a viewer session's
+//!   bitrate cap. A pull's idle grace (fixed by `[relay] idle_grace_secs`) and a publisher's
+//!   bitrate (no bandwidth feedback is sent to publishers) answer `UNIMPLEMENTED`.
+//! - Session entities carry their shard's counters: remote address, bytes, drops, RTT.
 //!
 //! RTMP and FTL publishers are not WebRTC sessions: they show in their stream's `publishers`
 //! count, not as session entities. A relay pull shows as its stream's `relay_pulls`.
@@ -18,6 +19,7 @@ use super::NodeState;
 use std::time::{Instant, SystemTime};
 use tonic::{Request, Response, Status};
 use tracing::info;
+use waveguide_control::Delivery;
 use waveguide_proto::v1::entity_service_server::EntityService;
 use waveguide_proto::v1::{
     self, CreateEntityRequest, CreateEntityResponse, DestroyEntityRequest, DestroyEntityResponse,
@@ -70,6 +72,37 @@ impl Entities {
             _ => Err(Status::invalid_argument(
                 "ref.kind must be STREAM, TRACK or SESSION",
             )),
+        }
+    }
+
+    /// Adds what the registry listing does not hold: a stream's viewer ceiling, a session's
+    /// counters (asked of its shard) and cap.
+    async fn complete(&self, e: &mut v1::Entity) {
+        let engine = &self.state.engine;
+        let Some(r) = e.r#ref.as_ref() else {
+            return;
+        };
+        let settings = e.settings.get_or_insert_with(Default::default);
+        match EntityKind::try_from(r.kind) {
+            Ok(EntityKind::Stream) => {
+                settings.max_viewers = Some(engine.limits().stream_max_viewers(&r.id).unwrap_or(0));
+            }
+            Ok(EntityKind::Session) => {
+                let Ok(stats) = engine.session_stats(&r.id).await else {
+                    return;
+                };
+                settings.max_bitrate_bps = Some(stats.delivery.max_bitrate_bps.unwrap_or(0));
+                if let Some(v1::entity::Detail::Session(s)) = e.detail.as_mut() {
+                    s.remote_addr = stats.remote_addr.map(|a| a.to_string()).unwrap_or_default();
+                    s.bytes_in = stats.bytes_received;
+                    s.bytes_out = stats.bytes_sent;
+                    s.packets_dropped = stats.packets_dropped;
+                    s.rtt = stats
+                        .rtt
+                        .and_then(|d| waveguide_proto::prost_types::Duration::try_from(d).ok());
+                }
+            }
+            _ => {}
         }
     }
 
@@ -175,7 +208,10 @@ impl EntityService for Entities {
             kind,
             &r.stream,
         );
-        let (entities, next_page_token) = page(all, r.page_size, &r.page_token)?;
+        let (mut entities, next_page_token) = page(all, r.page_size, &r.page_token)?;
+        for e in &mut entities {
+            self.complete(e).await;
+        }
         Ok(Response::new(ListEntitiesResponse {
             entities,
             next_page_token,
@@ -187,8 +223,10 @@ impl EntityService for Entities {
         request: Request<GetEntityStatusRequest>,
     ) -> Result<Response<GetEntityStatusResponse>, Status> {
         let target = Self::target(request.into_inner().r#ref)?;
+        let mut entity = self.lookup(&target)?;
+        self.complete(&mut entity).await;
         Ok(Response::new(GetEntityStatusResponse {
-            entity: Some(self.lookup(&target)?),
+            entity: Some(entity),
         }))
     }
 
@@ -249,7 +287,7 @@ impl EntityService for Entities {
     ) -> Result<Response<v1::ConfigureEntityResponse>, Status> {
         let r = request.into_inner();
         let target = Self::target(r.r#ref)?;
-        let entity = self.lookup(&target)?;
+        self.lookup(&target)?;
         let settings = r.settings.unwrap_or_default();
         let is_stream = matches!(target, Target::Stream(_));
         let is_session = matches!(target, Target::Session(_));
@@ -273,26 +311,45 @@ impl EntityService for Entities {
                 "idle_grace applies to relay-pulled streams",
             ));
         }
-        // Zero means "no limit", which is what is in force: asking for it changes nothing.
-        if settings.max_viewers.is_some_and(|n| n != 0) {
-            return Err(Status::unimplemented(
-                "per-stream viewer caps need an engine admission check (a per-stream limit \
-                 consulted by Engine::watch); the node-wide cap is ModuleService.Configure \
-                 max_viewers",
-            ));
-        }
-        if settings.max_bitrate_bps.is_some_and(|n| n != 0) {
-            return Err(Status::unimplemented(
-                "per-session bitrate caps need engine support (a cap on the bandwidth estimate \
-                 sent to a viewer or asked of a publisher); none exists yet",
-            ));
-        }
         if settings.idle_grace.is_some() {
             return Err(Status::unimplemented(
                 "a relay pull's idle grace is fixed by [relay] idle_grace_secs; changing it per \
                  pull needs an API on the relay (waveguide_inputs::relay::Relay)",
             ));
         }
+        let engine = &self.state.engine;
+        if let (Target::Stream(name), Some(max)) = (&target, settings.max_viewers) {
+            // Zero lifts the ceiling; viewers already watching stay.
+            engine
+                .limits()
+                .set_stream_max_viewers(name, Some(max).filter(|&n| n != 0));
+            info!(stream = %name, max, "stream viewer ceiling set over gRPC");
+        }
+        if let (Target::Session(id), Some(cap)) = (&target, settings.max_bitrate_bps) {
+            let info = engine
+                .sessions()
+                .into_iter()
+                .find(|s| &s.session == id)
+                .ok_or_else(|| Status::not_found(format!("no session `{id}` on this node")))?;
+            if info.kind != waveguide_control::SessionKind::Viewer {
+                if cap != 0 {
+                    return Err(Status::unimplemented(
+                        "a publisher's bitrate is its encoder's: the node sends publishers no \
+                         bandwidth feedback (REMB/TWCC) to cap it with",
+                    ));
+                }
+            } else {
+                let delivery = Delivery {
+                    max_bitrate_bps: Some(cap).filter(|&b| b != 0),
+                    ..info.delivery
+                };
+                engine
+                    .set_delivery(id, delivery)
+                    .map_err(model::status_of)?;
+            }
+        }
+        let mut entity = self.lookup(&target)?;
+        self.complete(&mut entity).await;
         Ok(Response::new(v1::ConfigureEntityResponse {
             entity: Some(entity),
         }))

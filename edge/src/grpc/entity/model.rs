@@ -126,6 +126,8 @@ pub(in crate::grpc) fn session_entity(
 ) -> v1::Entity {
     let (role, protocol) = match info.kind {
         SessionKind::Publisher => (v1::SessionRole::Publisher, publisher_protocol(stream)),
+        // Another edge pulling the stream: a viewer here, serving the relay there.
+        SessionKind::Viewer if info.relay_pull => (v1::SessionRole::Viewer, v1::Protocol::Relay),
         // The engine does not record whether a viewer came over WHEP or gRPC signaling.
         SessionKind::Viewer => (v1::SessionRole::Viewer, v1::Protocol::Unspecified),
     };
@@ -139,7 +141,7 @@ pub(in crate::grpc) fn session_entity(
             role: role as i32,
             protocol: protocol as i32,
             stream: info.stream.clone(),
-            // Not exposed by the engine: address, user agent, byte and drop counters, RTT.
+            // Counters and address come from the session's shard (EntityService fills them).
             remote_addr: String::new(),
             user_agent: String::new(),
             bytes_in: 0,

@@ -51,6 +51,8 @@ struct Gone;
 /// What a follower tells the task about an answered session.
 pub(super) enum Event {
     Connected,
+    /// A viewer needs a keyframe from this publisher.
+    KeyframeRequested,
     Ended,
 }
 
@@ -440,7 +442,9 @@ impl SignalTask {
         };
         reply::pending_gauge().decrement(1.0);
         self.book.insert(&answer.session, &session.peer_name);
-        let follower = tokio::spawn(follow(id.clone(), state, self.events.clone())).abort_handle();
+        let keyframes = self.engine.follow_keyframe_requests(&answer.session);
+        let follower =
+            tokio::spawn(follow(id.clone(), state, keyframes, self.events.clone())).abort_handle();
         info!(session = %id, engine_session = %answer.session, stream = %answer.stream, "Signal session answered");
         session.phase = Phase::Live(Live {
             engine_id: answer.session,
@@ -577,6 +581,15 @@ impl SignalTask {
                 )
                 .await
             }
+            Event::KeyframeRequested => {
+                self.notify(
+                    String::new(),
+                    &id,
+                    NotificationKind::KeyframeRequested,
+                    "a viewer needs a keyframe",
+                )
+                .await
+            }
             Event::Ended => {
                 let why = if *kind == SessionKind::Viewer
                     && self.engine.streams().get(&live.stream).is_none()
@@ -707,9 +720,12 @@ impl SignalTask {
 async fn follow(
     id: String,
     mut state: watch::Receiver<SessionState>,
+    keyframes: Option<watch::Receiver<u64>>,
     events: mpsc::UnboundedSender<(String, Event)>,
 ) {
     let mut told = false;
+    // Viewers' sessions never see a request; a publisher's channel lives as long as it does.
+    let mut keyframes = keyframes;
     loop {
         if !told && *state.borrow_and_update() == SessionState::Connected {
             told = true;
@@ -717,9 +733,26 @@ async fn follow(
                 return;
             }
         }
-        if state.changed().await.is_err() {
-            let _ = events.send((id, Event::Ended));
-            return;
+        let keyframe = async {
+            match keyframes.as_mut() {
+                Some(k) => k.changed().await.is_ok(),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            changed = state.changed() => {
+                if changed.is_err() {
+                    let _ = events.send((id, Event::Ended));
+                    return;
+                }
+            }
+            requested = keyframe => {
+                if !requested {
+                    keyframes = None;
+                } else if events.send((id.clone(), Event::KeyframeRequested)).is_err() {
+                    return;
+                }
+            }
         }
     }
 }

@@ -1,0 +1,50 @@
+//! A session's delivery figures, read from its connection's WebRTC statistics and the shard's
+//! own counts, on request (never per packet).
+
+use super::delivery::SessionStats;
+use super::peer::{Peer, Role};
+use rtc::statistics::StatsSelector;
+use rtc::statistics::report::RTCStatsReportEntry;
+use std::time::{Duration, Instant};
+
+/// Reads `peer`'s figures now.
+pub(crate) fn collect(peer: &mut Peer, now: Instant) -> SessionStats {
+    let report = peer.pc.get_stats(now, StatsSelector::None);
+    let mut out = SessionStats {
+        remote_addr: peer.remote,
+        ..SessionStats::default()
+    };
+    for s in report.outbound_rtp_streams() {
+        out.packets_sent += s.sent_rtp_stream_stats.packets_sent;
+        out.bytes_sent += s.sent_rtp_stream_stats.bytes_sent;
+        out.nacks += u64::from(s.nack_count);
+        out.keyframe_requests += u64::from(s.pli_count) + u64::from(s.fir_count);
+    }
+    for s in report.inbound_rtp_streams() {
+        out.packets_received += s.received_rtp_stream_stats.packets_received;
+        out.bytes_received += s.bytes_received;
+    }
+    let mut rtts = Vec::new();
+    for entry in report.iter() {
+        if let RTCStatsReportEntry::RemoteInboundRtp(r) = entry {
+            out.packets_lost += r.received_rtp_stream_stats.packets_lost;
+            if r.round_trip_time_measurements > 0 {
+                rtts.push(r.round_trip_time);
+            }
+        }
+    }
+    out.rtt = rtts
+        .into_iter()
+        .reduce(f64::max)
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(Duration::from_secs_f64);
+    match &peer.role {
+        Role::Viewer(v) => {
+            out.delivery = v.delivery.settings;
+            out.video_held = v.delivery.video_held;
+            out.packets_dropped = v.delivery.held_packets + v.write_drops;
+        }
+        Role::Publisher(p) => out.keyframe_requests = p.keyframe_requests_sent,
+    }
+    out
+}
