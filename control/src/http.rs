@@ -1,16 +1,21 @@
 //! The HTTP face shared by WHIP and WHEP: the SDP body extractor, the `201 Created` answer,
-//! session resources (PATCH/DELETE) and the one mapping of [`Error`] to a response.
+//! session resources (PATCH/DELETE), the per-client limit on offer POSTs ([`limit_posts`],
+//! used by the edge and the orchestrator alike) and the one mapping of [`Error`] to a response.
 //!
 //! Routes live with their protocol (`inputs::whip`, `outputs::whep`); this module owns only
 //! what both need, so the two stay identical where RFC 9725 and the WHEP draft agree.
 
 use crate::engine::{Engine, PatchOutcome, SessionAnswer, SessionKind};
 use crate::error::Error;
+use crate::rate::RateLimit;
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{ConnectInfo, FromRequest, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 use tracing::debug;
 
 /// Largest SDP body accepted; a real offer is a few KiB.
@@ -255,4 +260,54 @@ pub async fn preflight_no_content(mut response: Response) -> Response {
         *response.status_mut() = StatusCode::NO_CONTENT;
     }
     response
+}
+
+/// The state of [`limit_posts`]: the per-client rate of WHIP/WHEP POSTs and what to do with a
+/// refused one (the orchestrator counts it as a decision; the edge does nothing more).
+#[derive(Clone)]
+pub struct PostLimit {
+    limit: Option<Arc<RateLimit>>,
+    on_refusal: fn(&Request),
+}
+
+impl PostLimit {
+    /// `limit` of `None` lets every POST through; `on_refusal` sees each refused request before
+    /// the `429` is sent.
+    pub fn new(limit: Option<Arc<RateLimit>>, on_refusal: fn(&Request)) -> Self {
+        Self { limit, on_refusal }
+    }
+}
+
+/// `429 Too Many Requests` (with `Retry-After`) for a client past its POST rate. Meant for
+/// `route_layer` on the offer routes only: other methods on them (PATCH, DELETE) and every
+/// other route cost little and pass.
+///
+/// The client is the TCP peer, never `X-Forwarded-For`: anyone can write that header, so
+/// trusting it would let a client escape its own bucket and drain another address's.
+pub async fn limit_posts(
+    State(post_limit): State<PostLimit>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if request.method() == Method::POST
+        && let Some(limit) = &post_limit.limit
+        && let Err(wait) = limit.check(remote.ip(), Instant::now())
+    {
+        // `Retry-After` is whole seconds: round up, so a client that waits as told finds a token.
+        let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+        let path = request.uri().path();
+        debug!(client = %remote.ip(), path, "WHIP/WHEP POST rate exceeded");
+        (post_limit.on_refusal)(&request);
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, secs.to_string())],
+            format!(
+                "too many requests from {}; retry in {secs} s\n",
+                remote.ip()
+            ),
+        )
+            .into_response();
+    }
+    next.run(request).await
 }

@@ -4,19 +4,14 @@
 use crate::api;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use waveguide_control::Engine;
-use waveguide_control::http::{MAX_SDP_BYTES, SignalingState};
+use waveguide_control::http::{MAX_SDP_BYTES, PostLimit, SignalingState, limit_posts};
 use waveguide_control::rate::RateLimit;
 use waveguide_outputs::player::PlayerConfig;
 
@@ -77,7 +72,10 @@ pub fn build(
     let signaling = Router::new()
         .merge(waveguide_inputs::whip::router())
         .merge(waveguide_outputs::whep::router())
-        .route_layer(middleware::from_fn_with_state(post_limit, limit_posts));
+        .route_layer(middleware::from_fn_with_state(
+            PostLimit::new(post_limit, |_| {}),
+            limit_posts,
+        ));
     Router::new()
         .merge(signaling)
         .merge(api)
@@ -107,30 +105,4 @@ fn readiness(engine: &Engine) -> (StatusCode, &'static str) {
     } else {
         (StatusCode::OK, "ready\n")
     }
-}
-
-/// `429 Too Many Requests` (with `Retry-After`) for a client past its POST rate.
-async fn limit_posts(
-    State(limit): State<Option<Arc<RateLimit>>>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if request.method() == Method::POST
-        && let Some(limit) = &limit
-        && let Err(wait) = limit.check(remote.ip(), Instant::now())
-    {
-        let secs = wait.as_secs().max(1);
-        tracing::debug!(client = %remote.ip(), "WHIP/WHEP POST rate exceeded");
-        return (
-            StatusCode::TOO_MANY_REQUESTS,
-            [(header::RETRY_AFTER, secs.to_string())],
-            format!(
-                "too many requests from {}; retry in {secs} s\n",
-                remote.ip()
-            ),
-        )
-            .into_response();
-    }
-    next.run(request).await
 }

@@ -28,6 +28,8 @@ Config file keys (TOML; env WAVEGUIDE_<SECTION>_<KEY> overrides each; see deploy
              key | key_sha256; webhook: url, timeout_ms (2000), cache_ttl_secs (30)
   [store]    kind (\"memory\" | \"redis\"), url (redis://127.0.0.1:6379), prefix (\"waveguide:\")
   [[regions]] cidr = \"10.0.0.0/8\", region = \"eu\" (client network -> preferred region)
+  [limits]   posts_per_minute (600 WHIP/WHEP POSTs per client IP, the TCP peer; 0 = off),
+             posts_burst (100); past them: 429 with Retry-After
   [log]      format (\"text\" | \"json\"), filter (tracing filter; RUST_LOG wins)";
 
 /// The whole file.
@@ -41,6 +43,7 @@ pub struct Config {
     pub service: ServiceConfig,
     pub store: StoreConfig,
     pub regions: Vec<RegionRule>,
+    pub limits: LimitsConfig,
     pub log: LogConfig,
 }
 
@@ -140,6 +143,28 @@ pub struct AdminConfig {
     pub token: Option<String>,
 }
 
+/// `[limits]`: what one client may ask of the orchestrator, as on the edge.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// WHIP/WHEP POSTs per minute per client IP address (0: no limit); `429` past it. The
+    /// address is the TCP peer: behind a proxy that does not keep it, all clients share one.
+    pub posts_per_minute: u32,
+    /// POSTs one address may make at once before the per-minute rate applies.
+    pub posts_burst: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        // The edge's defaults: every redirected POST is re-sent to an edge, so both hops refuse
+        // a client at the same rate.
+        Self {
+            posts_per_minute: 600,
+            posts_burst: 100,
+        }
+    }
+}
+
 /// `[log]`
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -162,7 +187,7 @@ pub type ConfigError = ConfigFileError;
 
 /// The sections an environment variable may set (`[[regions]]` is a list: file only).
 const ENV_SECTIONS: &[&str] = &[
-    "http", "grpc", "cluster", "admin", "service", "store", "log",
+    "http", "grpc", "cluster", "admin", "service", "store", "limits", "log",
 ];
 
 impl Config {
@@ -256,6 +281,8 @@ mod tests {
         assert_eq!(config.store.kind, StoreKind::Memory);
         assert_eq!(config.store.url, "redis://127.0.0.1:6379");
         assert_eq!(config.store.prefix, "waveguide:");
+        assert_eq!(config.limits.posts_per_minute, 600);
+        assert_eq!(config.limits.posts_burst, 100);
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("cluster.token"), "{err}");
     }
@@ -278,6 +305,7 @@ mod tests {
                 ("WAVEGUIDE_CLUSTER_HEARTBEAT_SECS", "2"),
                 ("WAVEGUIDE_GRPC_LISTEN", "127.0.0.1:15052"),
                 ("WAVEGUIDE_STORE_PREFIX", "test:"),
+                ("WAVEGUIDE_LIMITS_POSTS_PER_MINUTE", "0"),
                 ("WAVEGUIDE_CONFIG", "ignored.toml"),
                 ("WAVEGUIDE_WEBRTC_UDP_PORT", "9000"),
             ]),
@@ -288,6 +316,8 @@ mod tests {
         assert_eq!(config.grpc.listen.port(), 15052);
         assert_eq!(config.store.kind, StoreKind::Redis);
         assert_eq!(config.store.prefix, "test:");
+        assert_eq!(config.limits.posts_per_minute, 0, "0 turns the limit off");
+        assert_eq!(config.limits.posts_burst, 100);
         assert_eq!(config.admin_token(), "from-env");
         let regions = config.validate().unwrap();
         assert_eq!(regions.region_of("10.9.9.9".parse().unwrap()), Some("eu"));

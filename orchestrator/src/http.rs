@@ -1,8 +1,9 @@
 //! The orchestrator's HTTP server on `[http] listen`: assembles the routes (WHIP/WHEP
-//! redirects, REST API, OpenAPI document, liveness, readiness, metrics) behind CORS.
+//! redirects, REST API, OpenAPI document, liveness, readiness, metrics) behind CORS, with the
+//! per-client `[limits]` on the redirect POSTs.
 //!
-//! Owns the route table, the CORS policy and the state every handler shares. The handlers
-//! themselves live in `redirect` and `api`.
+//! Owns the route table, the CORS policy, which routes are rate-limited and the state every
+//! handler shares. The handlers themselves live in `redirect` and `api`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +17,8 @@ use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use waveguide_control::cluster::{TicketKey, bearer_matches};
+use waveguide_control::http::{PostLimit, limit_posts};
+use waveguide_control::rate::RateLimit;
 use waveguide_control::service::Service;
 
 use crate::error::Error;
@@ -73,7 +76,12 @@ impl HttpState {
     }
 }
 
-pub fn router(state: HttpState, cors_origins: &[String]) -> Router {
+/// Every route. `post_limit` (`None`: no limit) applies to the WHIP/WHEP POSTs only.
+pub fn router(
+    state: HttpState,
+    cors_origins: &[String],
+    post_limit: Option<Arc<RateLimit>>,
+) -> Router {
     let api = Router::new()
         .route("/api/v1/openapi.json", get(openapi::document))
         .route("/api/v1/nodes", get(api::nodes))
@@ -85,10 +93,20 @@ pub fn router(state: HttpState, cors_origins: &[String]) -> Router {
             "/api/v1/streams/{name}",
             get(api::stream).delete(api::end_stream),
         );
-    Router::new()
+    // Only the redirects are limited: each costs a key check (maybe a webhook call) and a
+    // registry read, and they are what a misbehaving player retries in a loop. The REST API,
+    // probes and metrics stay reachable; CORS preflights are answered by the CORS layer
+    // outside and never get here.
+    let redirects = Router::new()
         .route("/whip", post(redirect::whip))
         .route("/whip/{stream}", post(redirect::whip_named))
         .route("/whep/{stream}", post(redirect::whep))
+        .route_layer(middleware::from_fn_with_state(
+            PostLimit::new(post_limit, redirect::count_rate_limited),
+            limit_posts,
+        ));
+    Router::new()
+        .merge(redirects)
         .merge(api)
         .route(HEALTHZ_PATH, get(healthz))
         .route(READYZ_PATH, get(readyz))

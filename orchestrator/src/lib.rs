@@ -44,6 +44,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use waveguide_control::cluster::TicketKey;
+use waveguide_control::rate::RateLimit;
 use waveguide_control::serve::{Tls, read_pem_pair, serve};
 use waveguide_control::service::Service;
 
@@ -154,7 +155,10 @@ impl Orchestrator {
             metrics,
             readiness: readiness.clone(),
         };
-        let app = http::router(state, &config.http.cors_origins);
+        let post_limit =
+            RateLimit::per_minute(config.limits.posts_per_minute, config.limits.posts_burst)
+                .map(Arc::new);
+        let app = http::router(state, &config.http.cors_origins, post_limit);
         let http_shutdown = stopped(shutdown.subscribe());
         servers.spawn(async move {
             let served = serve(http_listener, app, http_tls, http_shutdown)

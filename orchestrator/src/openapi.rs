@@ -22,6 +22,17 @@ fn redirect(description: &str) -> Value {
     })
 }
 
+/// The answer of the per-client `[limits]` on the redirect POSTs.
+fn rate_limited() -> Value {
+    json!({
+        "description": "This client address made more than `[limits] posts_per_minute` (after a burst of `posts_burst`) redirect POSTs.",
+        "headers": {
+            "Retry-After": { "schema": { "type": "integer", "minimum": 1 }, "description": "Seconds until the next POST from this address is accepted." }
+        },
+        "content": { "text/plain": { "schema": { "type": "string" } } }
+    })
+}
+
 fn json_body(description: &str, schema: &str) -> Value {
     json!({ "description": description, "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } } })
 }
@@ -38,7 +49,8 @@ pub fn spec() -> Value {
         "400": text("Invalid stream name."),
         "401": text("Missing or invalid stream key."),
         "403": text("The stream service refused the publisher."),
-        "503": text("The stream service is down, or no ingest edge has headroom.")
+        "503": text("The stream service is down, or no ingest edge has headroom."),
+        "429": rate_limited()
     });
     json!({
         "openapi": "3.1.0",
@@ -159,7 +171,8 @@ pub fn spec() -> Value {
                         "400": text("Invalid stream name."),
                         "401": text("Relay request without the cluster token."),
                         "404": text("No node holds the stream."),
-                        "503": text("The stream exists but no edge can serve it now.")
+                        "503": text("The stream exists but no edge can serve it now."),
+                        "429": rate_limited()
                     }
                 }
             },
@@ -245,6 +258,10 @@ mod tests {
             assert!(spec["paths"][path].is_object(), "{path} undocumented");
         }
         assert!(spec["paths"]["/whip"]["post"]["responses"]["307"].is_object());
+        for path in ["/whip", "/whip/{stream}", "/whep/{stream}"] {
+            let refused = &spec["paths"][path]["post"]["responses"]["429"];
+            assert!(refused["headers"]["Retry-After"].is_object(), "{path}");
+        }
         assert!(spec["paths"]["/api/v1/streams/{name}"]["delete"].is_object());
     }
 }

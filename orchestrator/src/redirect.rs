@@ -11,14 +11,14 @@
 //!   `{holder}/whep/{stream}?ticket=<relay ticket>`.
 //!
 //! The request body (the SDP offer) is never read: the client re-sends it to the `Location`.
-//! Owns the request-to-selection plumbing and the `Location` shape; the choice itself is
-//! `select`'s.
+//! Owns the request-to-selection plumbing, the `Location` shape and the `kind` of each decision
+//! counted (refusals of the per-client POST limit too); the choice itself is `select`'s.
 
 use std::net::SocketAddr;
 use std::time::SystemTime;
 
-use axum::extract::{ConnectInfo, Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use waveguide_control::cluster::{TicketKey, TicketScope, bearer_matches};
@@ -75,6 +75,24 @@ pub async fn whep(
     match query.node.as_deref() {
         Some(requester) => decided("relay", relay(&state, &stream, requester, &headers).await),
         None => decided("whep", watch(&state, &stream).await),
+    }
+}
+
+/// Counts a POST the per-client limit refused (`outcome="rate_limited"`) under the kind its
+/// handler would have counted, so refusals sit next to the decisions they replaced.
+pub fn count_rate_limited(request: &Request) {
+    telemetry::decision(decision_kind(request.uri()), "rate_limited");
+}
+
+/// `whip`, `whep` or `relay`, read from the request the way the handlers route it.
+fn decision_kind(uri: &Uri) -> &'static str {
+    if uri.path().starts_with("/whip") {
+        return "whip";
+    }
+    // The handler's own query parsing; a query it cannot parse never becomes a relay.
+    match Query::<RedirectQuery>::try_from_uri(uri) {
+        Ok(Query(RedirectQuery { node: Some(_), .. })) => "relay",
+        _ => "whep",
     }
 }
 
@@ -291,6 +309,16 @@ mod tests {
         // Expired after its TTL; another cluster's key refuses it.
         assert!(key.verify(ticket, now + Duration::from_secs(61)).is_err());
         assert!(TicketKey::new("other").verify(ticket, now).is_err());
+    }
+
+    #[test]
+    fn rate_limited_posts_count_under_their_handlers_kind() {
+        let kind = |uri: &str| decision_kind(&uri.parse().unwrap());
+        assert_eq!(kind("/whip"), "whip");
+        assert_eq!(kind("/whip/demo?region=eu"), "whip");
+        assert_eq!(kind("/whep/demo"), "whep");
+        assert_eq!(kind("/whep/demo?node=edge-b"), "relay");
+        assert_eq!(kind("/whep/demo?region=eu&node="), "relay");
     }
 
     #[test]

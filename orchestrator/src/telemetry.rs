@@ -2,7 +2,8 @@
 //!
 //! - `waveguide_orchestrator_decisions_total{kind="whip"|"whep"|"relay", outcome=...}`: one per
 //!   redirect request; outcome `redirect`, `unauthorized`, `forbidden`, `bad_request`,
-//!   `service_unavailable`, `not_found`, `no_edge` or `error`.
+//!   `service_unavailable`, `not_found`, `no_edge`, `error` or `rate_limited` (refused by
+//!   `[limits]` before any decision).
 //! - `waveguide_orchestrator_nodes`, `waveguide_orchestrator_streams`: live nodes and distinct
 //!   live streams in the registry, refreshed by the sweeper and on every scrape.
 //! - `waveguide_orchestrator_build_info{version, proto}`: always 1.
