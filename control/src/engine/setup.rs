@@ -6,11 +6,12 @@ use crate::error::{Error, Result};
 use crate::media::{Codec, CodecParams, TrackKind};
 use crate::stream::{StreamRef, TrackInfo};
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
+use rtc::interceptor::{NackResponderBuilder, SenderReportBuilder};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::RTCPeerConnectionBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::{
-    Registry, configure_nack, configure_rtcp_reports, register_default_interceptors,
+    Registry, Slot, register_default_interceptors,
 };
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::configuration::setting_engine::{SettingEngine, SettingEngineBuilder};
@@ -249,7 +250,14 @@ pub(crate) fn viewer(
                 .map_err(engine_err)?;
         }
     }
-    let registry = configure_rtcp_reports(configure_nack(Registry::new(), &mut media_engine));
+    // A viewer only sends: it answers NACKs from its history and sends sender reports. A NACK
+    // generator and receiver reports would have no incoming media to act on, yet every packet
+    // to every viewer walks through each interceptor in the chain (a copy per stage): leaving
+    // them out is measurably cheaper per packet. The NACK and PLI feedback itself is in the
+    // codec parameters.
+    let registry = Registry::new()
+        .with(Slot::NackResponder, NackResponderBuilder::new().build())
+        .with(Slot::SenderReport, SenderReportBuilder::new().build());
     let settings = settings();
     let mut pc = RTCPeerConnectionBuilder::new()
         .with_setting_engine(settings)

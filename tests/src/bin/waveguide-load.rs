@@ -190,8 +190,12 @@ struct BenchArgs {
     /// Core the load tool is pinned to (and the limit's receivers).
     #[arg(long, default_value_t = 1)]
     tool_core: usize,
-    /// Viewer counts of the steps.
-    #[arg(long, value_delimiter = ',', default_value = "100,200,300,400,500,600")]
+    /// Viewer counts of the steps; finer near the edge's limit, where the answer lies.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "100,200,300,350,400,450,500"
+    )]
     steps: Vec<usize>,
     /// Steady window of each step (after the ramp and one second to settle).
     #[arg(long, default_value = "8s", value_parser = parse_duration)]

@@ -63,7 +63,7 @@ impl BenchPlan {
         Self {
             edge: EdgeSpec::new(),
             tool_core: None,
-            steps: vec![100, 200, 300, 400, 500, 600],
+            steps: vec![100, 200, 300, 350, 400, 450, 500],
             step_secs: Duration::from_secs(8),
             ramp: 100.0,
             video: VideoSpec::default(),
