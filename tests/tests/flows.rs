@@ -13,8 +13,8 @@ use waveguide_proto::v1::entity_service_client::EntityServiceClient;
 use waveguide_proto::v1::pipeline_service_client::PipelineServiceClient;
 use waveguide_proto::v1::{
     AdjustQualityRequest, ConfigureEntityRequest, EntityKind, EntityRef, EntitySettings, Flow,
-    FlowState, GetEntityStatusRequest, GetFlowStatusRequest, GetPeersRequest, NotificationKind,
-    PeerRole, QualityCap, StartFlowRequest, StopFlowRequest, entity,
+    FlowState, GetEntityStatusRequest, GetFlowStatusRequest, GetPeersRequest, ListEntitiesRequest,
+    NotificationKind, PeerRole, QualityCap, StartFlowRequest, StopFlowRequest, TrackKind, entity,
 };
 use waveguide_tests::EdgeProcess;
 use waveguide_tests::edge::{http_client, static_config};
@@ -182,6 +182,42 @@ fn stop_start_and_cap_a_viewer_flow() {
         );
         assert!(s.remote_addr.starts_with("127.0.0.1:"), "{s:?}");
         assert!(s.bytes_out > 50_000, "{s:?}");
+
+        // The video track entity: bytes, the last keyframe, the PLIs sent to the publisher.
+        let tracks = entities
+            .list_entities(ListEntitiesRequest {
+                kind: EntityKind::Track as i32,
+                stream: "demo".into(),
+                page_size: 0,
+                page_token: String::new(),
+            })
+            .await
+            .expect("ListEntities")
+            .into_inner()
+            .entities;
+        let video = tracks
+            .iter()
+            .find_map(|e| match &e.detail {
+                Some(entity::Detail::Track(t))
+                    if t.track
+                        .as_ref()
+                        .is_some_and(|t| t.kind == TrackKind::Video as i32) =>
+                {
+                    Some(t.clone())
+                }
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("a video track entity: {tracks:?}"));
+        println!(
+            "video track: {} packets, {} bytes, {} PLIs sent, last keyframe {:?}",
+            video.packets, video.bytes, video.plis_sent, video.last_keyframe_at
+        );
+        assert!(video.bytes > 100_000, "{video:?}");
+        assert!(
+            video.plis_sent >= 1,
+            "the join asked the publisher: {video:?}"
+        );
+        assert!(video.last_keyframe_at.is_some(), "{video:?}");
 
         // Stop: nothing arrives, the connection stays, the flow says STOPPED.
         let stopped = pipelines

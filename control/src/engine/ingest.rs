@@ -43,6 +43,14 @@ impl Source<'_> {
         rtp.header.padding = false;
         let keyframe_start =
             track.kind == TrackKind::Video && is_keyframe_start(track.codec.codec, &rtp.payload);
+        if keyframe_start {
+            let unix_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            self.counters
+                .last_keyframe_unix_ms
+                .store(unix_ms, Ordering::Relaxed);
+        }
         Arc::new(MediaPacket {
             stream: self.stream,
             kind: track.kind,

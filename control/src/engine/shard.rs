@@ -21,6 +21,7 @@ use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
@@ -430,6 +431,14 @@ impl Shard {
         p.keyframe_request_pending = false;
         p.last_keyframe_request = Some(now);
         p.keyframe_requests_sent += 1;
+        if let Some(index) = p
+            .tracks
+            .iter()
+            .position(|t| t.info.kind == TrackKind::Video)
+            && let Some(counters) = p.counters.get(index)
+        {
+            counters.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+        }
         self.shared.keyframe_requested(&peer.session);
         if let Some(mut r) = peer.pc.rtp_receiver(receiver) {
             let pli = PictureLossIndication {
@@ -451,6 +460,7 @@ impl Shard {
         let mut failed = None;
         let mut out_packets: Vec<Arc<MediaPacket>> = Vec::new();
         let mut keyframe_wanted = false;
+        let mut nacks = 0u64;
         {
             let Some(peer) = self.peers.get_mut(&id) else {
                 return;
@@ -510,6 +520,7 @@ impl Shard {
                                 keyframe_wanted |= matches!(peer.role, Role::Viewer(_));
                             } else if any.is::<TransportLayerNack>() {
                                 self.shared.metrics.nacks_received.increment(1);
+                                nacks += u64::from(matches!(peer.role, Role::Viewer(_)));
                             }
                         }
                     }
@@ -528,6 +539,14 @@ impl Shard {
         }
         if keyframe_wanted && let Some(stream) = stream {
             self.request_keyframe(stream, now);
+        }
+        if nacks > 0
+            && let Some(stream) = stream
+        {
+            // Rare (loss only): a registry lookup per NACK message is fine here.
+            self.shared
+                .streams
+                .count_nacks(stream, TrackKind::Video, nacks);
         }
         if let Some(reason) = failed {
             self.close_peer(id, reason, now);

@@ -22,6 +22,12 @@ pub struct TrackCounters {
     pub bytes: AtomicU64,
     /// Packets received.
     pub packets: AtomicU64,
+    /// NACK feedback messages viewers sent about this track.
+    pub nacks: AtomicU64,
+    /// Keyframe requests (PLI) sent to the publisher for this track.
+    pub keyframe_requests: AtomicU64,
+    /// When the last keyframe started (Unix milliseconds; 0: none yet).
+    pub last_keyframe_unix_ms: AtomicU64,
 }
 
 /// A track as the registry knows it.
@@ -346,6 +352,16 @@ impl Streams {
             .and_then(|e| e.publisher.as_ref().and_then(|p| p.shard))
     }
 
+    /// Counts NACK feedback viewers sent about the `kind` track of stream `id`.
+    pub fn count_nacks(&self, id: u64, kind: TrackKind, nacks: u64) {
+        let inner = self.lock();
+        if let Some(e) = inner.by_name.values().find(|e| e.id == id)
+            && let Some((_, c, ..)) = e.tracks.iter().find(|(t, ..)| t.kind == kind)
+        {
+            c.nacks.fetch_add(nacks, Ordering::Relaxed);
+        }
+    }
+
     /// Records something the operator should know about `name`'s current publisher; shown
     /// in the stream's REST status. Repeats are kept once.
     pub fn add_notice(&self, name: &str, notice: &str) {
@@ -423,6 +439,11 @@ fn status_of(name: &str, e: &Entry, now: Instant) -> StreamStatus {
                 fmtp: t.codec.fmtp.clone(),
                 bitrate_bps: *bps,
                 packets: c.packets.load(Ordering::Relaxed),
+                bytes: c.bytes.load(Ordering::Relaxed),
+                nacks: c.nacks.load(Ordering::Relaxed),
+                keyframe_requests: c.keyframe_requests.load(Ordering::Relaxed),
+                last_keyframe_unix_ms: Some(c.last_keyframe_unix_ms.load(Ordering::Relaxed))
+                    .filter(|&ms| ms != 0),
             })
             .collect(),
         viewers: e.viewers.load(Ordering::Relaxed),

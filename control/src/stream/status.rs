@@ -38,4 +38,12 @@ pub struct TrackStatus {
     pub bitrate_bps: u64,
     /// Packets received since the stream started.
     pub packets: u64,
+    /// Payload bytes received since the stream started.
+    pub bytes: u64,
+    /// NACK feedback viewers sent about it.
+    pub nacks: u64,
+    /// Keyframe requests (PLI) sent to its publisher.
+    pub keyframe_requests: u64,
+    /// When its last keyframe started (Unix milliseconds).
+    pub last_keyframe_unix_ms: Option<u64>,
 }

@@ -77,6 +77,32 @@ pub fn parse_video(payload: &Bytes) -> Result<VideoTag, MediaError> {
     })
 }
 
+/// One tag of an FLV file: type (8 audio, 9 video, 18 data), timestamp in ms, body.
+pub type FileTag = (u8, u32, Bytes);
+
+/// Every tag of an FLV file (header, then tags each followed by a back pointer). A tag's body
+/// is exactly the body of the RTMP message that would carry it, so files drive the same code
+/// an RTMP connection does (tests, the transcode benchmark).
+pub fn file_tags(file: &[u8]) -> Result<Vec<FileTag>, MediaError> {
+    let truncated = MediaError::Truncated("FLV file");
+    if file.get(..3) != Some(b"FLV".as_slice()) {
+        return Err(truncated);
+    }
+    let header = file.get(5..9).ok_or(MediaError::Truncated("FLV file"))?;
+    let mut pos = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize + 4;
+    let mut out = Vec::new();
+    while let Some(h) = file.get(pos..pos + 11) {
+        let size = u32::from_be_bytes([0, h[1], h[2], h[3]]) as usize;
+        let ts = u32::from_be_bytes([h[7], h[4], h[5], h[6]]);
+        let body = file
+            .get(pos + 11..pos + 11 + size)
+            .ok_or(MediaError::Truncated("FLV tag"))?;
+        out.push((h[0], ts, Bytes::copy_from_slice(body)));
+        pos += 11 + size + 4;
+    }
+    Ok(out)
+}
+
 /// Parses an audio message body.
 pub fn parse_audio(payload: &Bytes) -> Result<AudioTag, MediaError> {
     let Some(&b0) = payload.first() else {

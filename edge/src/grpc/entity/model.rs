@@ -99,11 +99,13 @@ pub(in crate::grpc) fn track_entities(
             detail: Some(v1::entity::Detail::Track(v1::TrackEntity {
                 track: Some(track),
                 packets: status.packets,
-                // Not exposed by the registry's status: bytes, keyframe time, NACKs, PLIs.
-                bytes: 0,
-                last_keyframe_at: None,
-                nacks_received: 0,
-                plis_sent: 0,
+                bytes: status.bytes,
+                last_keyframe_at: status.last_keyframe_unix_ms.map(|ms| Timestamp {
+                    seconds: (ms / 1000) as i64,
+                    nanos: ((ms % 1000) * 1_000_000) as i32,
+                }),
+                nacks_received: status.nacks,
+                plis_sent: status.keyframe_requests,
             })),
         })
         .collect()
