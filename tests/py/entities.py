@@ -22,6 +22,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 
 import grpc
 
@@ -160,11 +161,24 @@ def main(args):
                 flow_id = f"viewer:{others[0]}"
                 flow = pipelines.GetFlowStatus(
                     pipeline_pb2.GetFlowStatusRequest(flow_id=flow_id), metadata=auth, timeout=5)
+                # RTT needs the viewer's receiver report answering one of our sender reports
+                # (each about a second apart): wait for it, bounded.
+                deadline = time.monotonic() + 8
+                while not flow.flow.HasField("rtt") and time.monotonic() < deadline:
+                    time.sleep(0.25)
+                    flow = pipelines.GetFlowStatus(
+                        pipeline_pb2.GetFlowStatusRequest(flow_id=flow_id), metadata=auth,
+                        timeout=5)
                 out["other_flow"] = {
                     "id": flow.flow.id,
                     "state": pipeline_pb2.FlowState.Name(flow.flow.state),
                     "bitrate_bps": flow.flow.bitrate_bps,
                     "tracks": len(flow.flow.tracks),
+                    "packets": flow.flow.packets,
+                    "bytes": flow.flow.bytes,
+                    "packets_lost": flow.flow.packets_lost,
+                    "rtt_ms": (flow.flow.rtt.seconds * 1000 + flow.flow.rtt.nanos / 1e6)
+                    if flow.flow.HasField("rtt") else None,
                 }
                 out["stop_flow"] = code(
                     pipelines.StopFlow, pipeline_pb2.StopFlowRequest(flow_id=flow_id),

@@ -575,6 +575,9 @@ pub struct LiveCounts {
     pub keyframes: AtomicU64,
     /// Set to end the receiving early.
     pub stop: AtomicBool,
+    /// Set to have the viewer send one PLI (a keyframe request) for its video; cleared when
+    /// sent.
+    pub send_pli: AtomicBool,
 }
 
 impl LiveCounts {
@@ -604,6 +607,7 @@ pub async fn receive_counting(
     let mut stats = ViewerStats::default();
     let mut keyframe = KeyframeTracker::default();
     let mut last_idr_ts = None;
+    let mut video_ssrc = None;
     let mut buf = vec![0u8; 2048];
     loop {
         let now = Instant::now();
@@ -637,6 +641,7 @@ pub async fn receive_counting(
             let h = &packet.header;
             match h.payload_type {
                 VIDEO_PT => {
+                    video_ssrc = Some(h.ssrc);
                     stats.video.on_packet(h.sequence_number);
                     live.video.fetch_add(1, Ordering::Relaxed);
                     if carries_idr(&packet.payload) && last_idr_ts != Some(h.timestamp) {
@@ -654,6 +659,11 @@ pub async fn receive_counting(
                 }
                 _ => stats.unknown += 1,
             }
+        }
+        if let Some(media_ssrc) = video_ssrc
+            && live.send_pli.swap(false, Ordering::Relaxed)
+        {
+            send_pli(&mut peer, media_ssrc, now);
         }
         peer.flush();
         let wake = peer
@@ -675,4 +685,28 @@ pub async fn receive_counting(
     let _ = peer.pc.close();
     peer.flush();
     stats
+}
+
+/// Writes one PLI for `media_ssrc` on the peer's video receiver (what a browser sends when it
+/// cannot decode); panics when there is no video receiver.
+fn send_pli(peer: &mut Peer, media_ssrc: u32, now: Instant) {
+    use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+    use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+    let receivers: Vec<_> = peer.pc.get_receivers().collect();
+    let video = receivers
+        .into_iter()
+        .find(|r| {
+            peer.pc
+                .rtp_receiver(*r)
+                .is_some_and(|r| r.track().kind() == RtpCodecKind::Video)
+        })
+        .expect("a video receiver");
+    let pli = PictureLossIndication {
+        sender_ssrc: 0,
+        media_ssrc,
+    };
+    if let Some(mut r) = peer.pc.rtp_receiver(video) {
+        r.write_rtcp(now, vec![Box::new(pli)])
+            .unwrap_or_else(|e| panic!("write a PLI: {e}"));
+    }
 }

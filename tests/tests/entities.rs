@@ -174,6 +174,20 @@ fn python_grpc_client_lists_entities_and_kicks_one_viewer() {
     assert!(after.contains(&kept_id.as_str()), "{after:?}");
     assert!(after.contains(&publisher_id.as_str()), "{after:?}");
     assert_eq!(seen["other_flow"]["id"], format!("viewer:{kept_id}"));
+    // Delivery counted per viewer, and the RTT from aiortc's receiver reports (loopback).
+    assert!(
+        seen["other_flow"]["packets"].as_u64() > Some(50),
+        "{seen:#}"
+    );
+    assert!(
+        seen["other_flow"]["bytes"].as_u64() > Some(10_000),
+        "{seen:#}"
+    );
+    let rtt = seen["other_flow"]["rtt_ms"].as_f64();
+    assert!(
+        rtt.is_some_and(|ms| (0.0..500.0).contains(&ms)),
+        "RTT: {seen:#}"
+    );
     assert_eq!(
         seen["other_flow"]["state"], "FLOW_STATE_FLOWING",
         "{seen:#}"

@@ -160,6 +160,19 @@ fn stop_start_and_cap_a_viewer_flow() {
         assert_eq!(f.state, FlowState::Flowing as i32);
         assert!(f.packets > 100 && f.bytes > 50_000, "counters: {f:?}");
 
+        // The viewer asks for a keyframe (a PLI, as a browser does after loss): the edge asks
+        // the publisher, which hears of it on its Signal stream.
+        live.send_pli
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let heard = pub_signal
+            .notification(
+                &publisher_session,
+                NotificationKind::KeyframeRequested,
+                Duration::from_secs(3),
+            )
+            .await;
+        println!("after the viewer's PLI, the publisher heard: {heard:?}");
+
         // The session entity carries the shard's counters.
         let e = entities
             .get_entity_status(GetEntityStatusRequest {
@@ -328,6 +341,19 @@ fn stop_start_and_cap_a_viewer_flow() {
         assert_eq!(configured.r#ref.map(|r| r.id).as_deref(), Some("demo"));
         session
     });
+
+    // The viewer's PLI was counted as feedback from viewers.
+    let metrics = http_client()
+        .get(edge.url("/metrics"))
+        .send()
+        .and_then(|r| r.text())
+        .expect("GET /metrics");
+    let plis: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("waveguide_viewer_plis_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(plis >= 1.0, "waveguide_viewer_plis_total {plis}");
 
     // The same session over the admin REST API, with the shard's counters.
     let rest: serde_json::Value = http_client()

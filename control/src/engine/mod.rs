@@ -11,12 +11,14 @@
 
 mod delivery;
 mod demux;
+mod feedback;
 mod ingest;
 mod metrics;
 mod offer;
 mod peer;
 mod restart;
 mod rewrite;
+mod rtt;
 mod setup;
 mod shard;
 mod sockets;

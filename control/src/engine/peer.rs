@@ -2,6 +2,7 @@
 
 use super::delivery::ViewerDelivery;
 use super::rewrite::Rewriter;
+use super::rtt::SmoothedRtt;
 use super::setup::{PublisherTrack, ViewerTrack};
 use crate::stream::TrackCounters;
 use rtc::peer_connection::RTCPeerConnection;
@@ -66,6 +67,8 @@ pub(crate) struct ViewerRole {
     pub delivery: ViewerDelivery,
     /// Writes the connection refused.
     pub write_drops: u64,
+    /// From its receiver reports.
+    pub rtt: SmoothedRtt,
 }
 
 impl ViewerRole {
@@ -81,6 +84,7 @@ impl ViewerRole {
             first_video_sent: false,
             delivery: ViewerDelivery::default(),
             write_drops: 0,
+            rtt: SmoothedRtt::default(),
         }
     }
 }

@@ -254,10 +254,14 @@ pub(crate) fn viewer(
     // generator and receiver reports would have no incoming media to act on, yet every packet
     // to every viewer walks through each interceptor in the chain (a copy per stage): leaving
     // them out is measurably cheaper per packet. The NACK and PLI feedback itself is in the
-    // codec parameters.
+    // codec parameters; the tap lets the viewer's PLIs and reports through to the shard.
     let registry = Registry::new()
         .with(Slot::NackResponder, NackResponderBuilder::new().build())
-        .with(Slot::SenderReport, SenderReportBuilder::new().build());
+        .with(Slot::SenderReport, SenderReportBuilder::new().build())
+        .with(
+            Slot::from(super::feedback::SLOT),
+            super::feedback::FeedbackTap::default(),
+        );
     let settings = settings();
     let mut pc = RTCPeerConnectionBuilder::new()
         .with_setting_engine(settings)

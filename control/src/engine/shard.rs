@@ -14,6 +14,7 @@ use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::sansio::Protocol;
@@ -515,6 +516,20 @@ impl Shard {
                     RTCMessage::RtcpPacket(_, packets) => {
                         for p in &packets {
                             let any = p.as_any();
+                            if let Some(rr) = any.downcast_ref::<ReceiverReport>()
+                                && let Role::Viewer(v) = &mut peer.role
+                            {
+                                let arrived = std::time::SystemTime::now();
+                                for report in &rr.reports {
+                                    if let Some(s) = super::rtt::sample(
+                                        report.last_sender_report,
+                                        report.delay,
+                                        arrived,
+                                    ) {
+                                        v.rtt.update(s);
+                                    }
+                                }
+                            }
                             if any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() {
                                 self.shared.metrics.plis_received.increment(1);
                                 keyframe_wanted |= matches!(peer.role, Role::Viewer(_));

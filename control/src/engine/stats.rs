@@ -40,6 +40,8 @@ pub(crate) fn collect(peer: &mut Peer, now: Instant) -> SessionStats {
         .map(Duration::from_secs_f64);
     match &peer.role {
         Role::Viewer(v) => {
+            // rtc 0.21 leaves its remote-inbound RTT at 0; ours comes from the reports.
+            out.rtt = v.rtt.get().or(out.rtt);
             out.delivery = v.delivery.settings;
             out.video_held = v.delivery.video_held;
             out.packets_dropped = v.delivery.held_packets + v.write_drops;

@@ -24,6 +24,7 @@ use tracing::info;
 use waveguide_control::media::TrackKind;
 use waveguide_control::stream::{IngestProtocol, StreamStatus};
 use waveguide_control::{Delivery, SessionKind, SessionState, SessionStats};
+use waveguide_proto::prost_types;
 use waveguide_proto::v1::pipeline_service_server::PipelineService;
 use waveguide_proto::v1::{self, EntityKind, FlowState, flow_endpoint::Endpoint};
 
@@ -119,6 +120,10 @@ impl Pipelines {
                     packets_dropped: stats.packets_dropped,
                     bitrate_bps: delivered_bitrate(&stats, stream.as_ref(), stream_bps),
                     tracks: info_tracks,
+                    packets_lost: stats.packets_lost,
+                    rtt: stats
+                        .rtt
+                        .and_then(|d| prost_types::Duration::try_from(d).ok()),
                 })
             }
             FlowId::Relay(name) => {
@@ -161,6 +166,9 @@ impl Pipelines {
                     packets_dropped: 0,
                     bitrate_bps: stream_bitrate(&s),
                     tracks: info.tracks,
+                    // The pull's own connection is the relay's, outside the engine's sessions.
+                    packets_lost: 0,
+                    rtt: None,
                 })
             }
         }
