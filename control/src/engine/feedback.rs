@@ -2,31 +2,37 @@
 //! terminus unless an interceptor marks a packet for the application; nothing in `rtc` marks
 //! any, so without this a viewer's PLI (asking for a keyframe), its NACKs and its receiver
 //! reports (RTT) would never reach the shard. [`FeedbackTap`] marks exactly those.
+//!
+//! The tap wraps the viewer's sender-report interceptor rather than adding a stage of its own:
+//! every packet to every viewer walks every stage of the chain, one copy each.
 
-use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
+use rtc::interceptor::{
+    Attribute, Interceptor, Packet, SenderReportBuilder, SenderReportInterceptor, StreamInfo,
+    TaggedPacket,
+};
 use rtc::rtcp::header::PacketType;
 use rtc::sansio::Protocol;
-use std::collections::VecDeque;
 use std::time::Instant;
 
-/// Where the tap sits in a viewer's chain: application-ward of the NACK responder and the
-/// sender reports (which act on inbound RTCP first), wire-ward of the terminus.
-pub(crate) const SLOT: usize = 11_500;
-
-/// Marks inbound RTCP the shard acts on (receiver reports, NACKs, PLI and FIR) for delivery to
-/// the application; everything else passes as it came.
-#[derive(Default)]
+/// Sender reports, plus the marking of inbound RTCP the shard acts on (receiver reports, NACKs,
+/// PLI and FIR) for delivery to the application.
 pub(crate) struct FeedbackTap {
-    read: VecDeque<TaggedPacket>,
-    write: VecDeque<TaggedPacket>,
+    reports: SenderReportInterceptor,
+}
+
+impl FeedbackTap {
+    pub(crate) fn new() -> Self {
+        Self {
+            reports: SenderReportBuilder::new().build(),
+        }
+    }
 }
 
 /// Whether a compound RTCP packet holds anything the shard acts on.
 fn wanted(packets: &[Box<dyn rtc::rtcp::Packet>]) -> bool {
     packets.iter().any(|p| {
-        let h = p.header();
         matches!(
-            h.packet_type,
+            p.header().packet_type,
             PacketType::ReceiverReport
                 | PacketType::TransportSpecificFeedback
                 | PacketType::PayloadSpecificFeedback
@@ -48,27 +54,48 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for FeedbackTap {
         {
             msg.message.add(Attribute::DeliverToApplication);
         }
-        self.read.push_back(msg);
-        Ok(())
+        self.reports.handle_read(msg)
     }
 
     fn poll_read(&mut self) -> Option<TaggedPacket> {
-        self.read.pop_front()
+        self.reports.poll_read()
     }
 
     fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        self.write.push_back(msg);
-        Ok(())
+        self.reports.handle_write(msg)
     }
 
     fn poll_write(&mut self) -> Option<TaggedPacket> {
-        self.write.pop_front()
+        self.reports.poll_write()
+    }
+
+    fn handle_timeout(&mut self, now: Instant) -> Result<(), Self::Error> {
+        self.reports.handle_timeout(now)
+    }
+
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        self.reports.poll_timeout()
+    }
+
+    fn close(&mut self) -> Result<(), Self::Error> {
+        self.reports.close()
     }
 }
 
 impl Interceptor for FeedbackTap {
-    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_local_stream(&mut self, info: &StreamInfo) {
+        self.reports.bind_local_stream(info);
+    }
+
+    fn unbind_local_stream(&mut self, info: &StreamInfo) {
+        self.reports.unbind_local_stream(info);
+    }
+
+    fn bind_remote_stream(&mut self, info: &StreamInfo) {
+        self.reports.bind_remote_stream(info);
+    }
+
+    fn unbind_remote_stream(&mut self, info: &StreamInfo) {
+        self.reports.unbind_remote_stream(info);
+    }
 }

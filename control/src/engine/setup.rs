@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::media::{Codec, CodecParams, TrackKind};
 use crate::stream::{StreamRef, TrackInfo};
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
-use rtc::interceptor::{NackResponderBuilder, SenderReportBuilder};
+use rtc::interceptor::NackResponderBuilder;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::RTCPeerConnectionBuilder;
@@ -254,14 +254,11 @@ pub(crate) fn viewer(
     // generator and receiver reports would have no incoming media to act on, yet every packet
     // to every viewer walks through each interceptor in the chain (a copy per stage): leaving
     // them out is measurably cheaper per packet. The NACK and PLI feedback itself is in the
-    // codec parameters; the tap lets the viewer's PLIs and reports through to the shard.
+    // codec parameters; the sender reports' slot also lets the viewer's PLIs and reports
+    // through to the shard.
     let registry = Registry::new()
         .with(Slot::NackResponder, NackResponderBuilder::new().build())
-        .with(Slot::SenderReport, SenderReportBuilder::new().build())
-        .with(
-            Slot::from(super::feedback::SLOT),
-            super::feedback::FeedbackTap::default(),
-        );
+        .with(Slot::SenderReport, super::feedback::FeedbackTap::new());
     let settings = settings();
     let mut pc = RTCPeerConnectionBuilder::new()
         .with_setting_engine(settings)
