@@ -16,8 +16,9 @@ use waveguide_tests::cluster::{
 };
 use waveguide_tests::edge::http_client;
 use waveguide_tests::offer::{OfferSpec, make_offer};
+use waveguide_tests::signaling;
 use waveguide_tests::{
-    Browser, OrchestratorProcess, RedisProcess, exclusive, poll_until, run_python,
+    Browser, EdgeProcess, OrchestratorProcess, RedisProcess, exclusive, poll_until, run_python,
 };
 
 /// Chromium publishes through the orchestrator and lands on the ingest edge; Chromium viewers
@@ -458,4 +459,78 @@ fn create_entity_pulls_a_stream_from_a_given_edge() {
                 .is_some_and(|t| t.iter().any(|t| t["packets"].as_u64() > Some(100)))
         })
     });
+
+    // A viewer on edge-b asks for a keyframe: the relay passes it upstream as a PLI of its
+    // own, which edge-a counts as feedback from one of its viewers (the pull).
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let live = std::sync::Arc::new(signaling::LiveCounts::default());
+    let viewer = rt.block_on(async {
+        let mut signal = signaling::SignalClient::open(b.grpc_port(), Some(TOKEN))
+            .await
+            .expect("open Signal on edge-b");
+        let watched = signaling::watch(&mut signal, "demo", "relay-viewer")
+            .await
+            .unwrap_or_else(|e| panic!("watch on edge-b refused: {e:?}"));
+        let task = tokio::spawn(signaling::receive_counting(
+            watched.peer,
+            Duration::from_secs(30),
+            std::sync::Arc::clone(&live),
+        ));
+        (signal, task)
+    });
+    poll_until("the edge-b viewer gets video", CONVERGE, POLL, || {
+        (live.snapshot().0 > 30).then_some(())
+    });
+    let plis_at_a = || metric(&a, "waveguide_viewer_plis_total");
+    let before = plis_at_a();
+    let relayed_before = video_keyframe_requests(&b);
+    // Past the edges' 500 ms merging of keyframe requests (the join made one).
+    std::thread::sleep(Duration::from_millis(700));
+    live.send_pli
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    poll_until("edge-a gets the relayed PLI", CONVERGE, POLL, || {
+        (plis_at_a() > before).then_some(())
+    });
+    let relayed_after = video_keyframe_requests(&b);
+    println!(
+        "PLIs from viewers at edge-a: {before} → {}; edge-b asked upstream {relayed_before} → {relayed_after} times",
+        plis_at_a()
+    );
+    assert!(
+        relayed_after > relayed_before,
+        "edge-b counts its requests upstream"
+    );
+    live.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (_signal, task) = viewer;
+    let _ = rt.block_on(task);
+}
+
+/// The value of an unlabelled counter in an edge's `/metrics`; 0 when absent.
+fn metric(edge: &EdgeProcess, name: &str) -> f64 {
+    let text = http_client()
+        .get(edge.url("/metrics"))
+        .send()
+        .and_then(|r| r.text())
+        .unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Keyframe requests the stream's video track has sent to its publisher (REST).
+fn video_keyframe_requests(edge: &EdgeProcess) -> u64 {
+    edge.stream_info("demo")
+        .and_then(|s| {
+            s["tracks"]
+                .as_array()?
+                .iter()
+                .find(|t| t["kind"] == "video")?["keyframe_requests"]
+                .as_u64()
+        })
+        .unwrap_or(0)
 }

@@ -74,6 +74,7 @@ pub struct Ingest {
     counters: Vec<Arc<TrackCounters>>,
     last_media: Arc<AtomicU64>,
     revoked: Arc<AtomicBool>,
+    keyframe_wanted: Arc<AtomicBool>,
     viewers: Arc<AtomicUsize>,
     ended: bool,
 }
@@ -110,6 +111,7 @@ impl Engine {
         let session = super::new_session_id();
         let last_media = Arc::new(AtomicU64::new(0));
         let revoked = Arc::new(AtomicBool::new(false));
+        let keyframe_wanted = Arc::new(AtomicBool::new(false));
         let claim = self.shared.streams.claim(
             &name,
             protocol,
@@ -119,6 +121,7 @@ impl Engine {
                 shard: None,
                 last_media: Arc::clone(&last_media),
                 revoked: Arc::clone(&revoked),
+                keyframe_wanted: Some(Arc::clone(&keyframe_wanted)),
             },
             Instant::now(),
         )?;
@@ -136,6 +139,7 @@ impl Engine {
             counters: claim.counters,
             last_media,
             revoked,
+            keyframe_wanted,
             viewers: claim.viewers,
             ended: false,
         })
@@ -156,6 +160,19 @@ impl Ingest {
     /// Whether anyone watches: work only viewers need (an audio transcode) can wait for one.
     pub fn has_viewers(&self) -> bool {
         self.viewers.load(Ordering::Relaxed) > 0
+    }
+
+    /// Whether a viewer asked for a keyframe since the last call. An input that can ask its
+    /// source for one (the relay: a PLI upstream) should, and the request is counted on the
+    /// video track; others (RTMP, FTL) never ask and rely on the keyframe cache.
+    pub fn take_keyframe_request(&self) -> bool {
+        let wanted = self.keyframe_wanted.swap(false, Ordering::Relaxed);
+        if wanted && let Some(index) = self.tracks.iter().position(|t| t.kind == TrackKind::Video) {
+            self.counters[index]
+                .keyframe_requests
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        wanted
     }
 
     /// Whether a newer publisher took the stream over; the input should then disconnect.

@@ -402,6 +402,7 @@ impl Engine {
                 shard: Some(shard),
                 last_media: Arc::clone(&last_media),
                 revoked: Arc::default(),
+                keyframe_wanted: None,
             },
             now,
         )?;

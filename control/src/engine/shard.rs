@@ -7,6 +7,7 @@ use super::delivery::{Admit, Delivery, RateMeter, SessionStats};
 use super::demux::Demux;
 use super::peer::{Peer, PeerId, Role};
 use crate::media::{KeyframeCache, MediaPacket, TrackKind};
+use crate::stream::KeyframeRoute;
 use bytes::BytesMut;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
@@ -392,10 +393,14 @@ impl Shard {
             return;
         }
         local.last_keyframe_request = Some(now);
-        if let Some(shard) = self.shared.streams.publisher_shard(stream)
-            && let Some(tx) = self.shared.commands.get(shard)
-        {
-            let _ = tx.send(Command::RequestKeyframe { stream });
+        match self.shared.streams.keyframe_route(stream) {
+            Some(KeyframeRoute::Shard(shard)) => {
+                if let Some(tx) = self.shared.commands.get(shard) {
+                    let _ = tx.send(Command::RequestKeyframe { stream });
+                }
+            }
+            Some(KeyframeRoute::Flag(flag)) => flag.store(true, Ordering::Relaxed),
+            None => {}
         }
     }
 

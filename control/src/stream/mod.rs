@@ -6,7 +6,9 @@
 mod registry;
 mod status;
 
-pub use registry::{NewPublisher, PublisherClaim, StreamRef, Streams, TrackCounters, TrackInfo};
+pub use registry::{
+    KeyframeRoute, NewPublisher, PublisherClaim, StreamRef, Streams, TrackCounters, TrackInfo,
+};
 pub use status::{StreamStatus, TrackStatus};
 
 /// Ingest protocols, as shown in the API and metrics.

@@ -83,6 +83,18 @@ pub struct NewPublisher {
     pub last_media: Arc<AtomicU64>,
     /// Set when a newer publisher takes the stream over; the input then stops.
     pub revoked: Arc<AtomicBool>,
+    /// Set when a viewer needs a keyframe, for inputs without a shard that can ask their
+    /// source for one (the relay); `None` for those that cannot (RTMP, FTL).
+    pub keyframe_wanted: Option<Arc<AtomicBool>>,
+}
+
+/// Where a stream's keyframe requests go.
+#[derive(Debug, Clone)]
+pub enum KeyframeRoute {
+    /// The shard holding the WebRTC publisher (it sends the PLI).
+    Shard(usize),
+    /// A flag the input polls (the relay sends a PLI upstream).
+    Flag(Arc<AtomicBool>),
 }
 
 #[derive(Debug)]
@@ -92,6 +104,7 @@ struct Publisher {
     since: Instant,
     last_media: Arc<AtomicU64>,
     revoked: Arc<AtomicBool>,
+    keyframe_wanted: Option<Arc<AtomicBool>>,
 }
 
 #[derive(Debug)]
@@ -231,6 +244,7 @@ impl Streams {
             since: now,
             last_media: publisher.last_media,
             revoked: publisher.revoked,
+            keyframe_wanted: publisher.keyframe_wanted,
         });
         entry.offline_since = None;
         let claim = PublisherClaim {
@@ -342,14 +356,21 @@ impl Streams {
         })
     }
 
-    /// The shard of the publisher of stream `id`.
-    pub fn publisher_shard(&self, id: u64) -> Option<usize> {
+    /// Where keyframe requests for stream `id` go now; `None` when its publisher (if any)
+    /// cannot take them.
+    pub fn keyframe_route(&self, id: u64) -> Option<KeyframeRoute> {
         let inner = self.lock();
-        inner
+        let p = inner
             .by_name
             .values()
-            .find(|e| e.id == id)
-            .and_then(|e| e.publisher.as_ref().and_then(|p| p.shard))
+            .find(|e| e.id == id)?
+            .publisher
+            .as_ref()?;
+        match (p.shard, &p.keyframe_wanted) {
+            (Some(shard), _) => Some(KeyframeRoute::Shard(shard)),
+            (None, Some(flag)) => Some(KeyframeRoute::Flag(Arc::clone(flag))),
+            (None, None) => None,
+        }
     }
 
     /// Counts NACK feedback viewers sent about the `kind` track of stream `id`.

@@ -18,6 +18,7 @@ use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
@@ -28,6 +29,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
+use tracing::debug;
 use waveguide_control::media::TrackKind;
 use waveguide_control::{Error, Result};
 
@@ -76,6 +78,8 @@ pub(crate) struct Peer {
     connected: bool,
     closed: bool,
     buf: Vec<u8>,
+    /// The SSRC video arrives on, for keyframe requests.
+    video_ssrc: Option<u32>,
     pub counters: PeerCounters,
 }
 
@@ -180,6 +184,7 @@ impl Peer {
             connected: false,
             closed: false,
             buf: vec![0; 2048],
+            video_ssrc: None,
             counters: PeerCounters::default(),
         };
         Ok((peer, sdp))
@@ -286,12 +291,44 @@ impl Peer {
                 .as_ref()
                 .and_then(|n| n.kind_of(packet.header.payload_type))
             {
-                Some(kind) => out.push(Output::Rtp(kind, packet)),
+                Some(kind) => {
+                    if kind == TrackKind::Video {
+                        self.video_ssrc = Some(packet.header.ssrc);
+                    }
+                    out.push(Output::Rtp(kind, packet));
+                }
                 None => self.counters.unknown_payload += 1,
             }
         }
         self.flush();
         self.timer = self.pc.poll_timeout();
+    }
+
+    /// Asks the upstream for a keyframe (a PLI on the video receiver), as a local viewer needs
+    /// one. Nothing happens before video has arrived: the upstream replays its cached GOP to a
+    /// new pull anyway.
+    pub fn request_keyframe(&mut self) {
+        let Some(media_ssrc) = self.video_ssrc else {
+            return;
+        };
+        let receivers: Vec<_> = self.pc.get_receivers().collect();
+        let Some(video) = receivers.into_iter().find(|r| {
+            self.pc
+                .rtp_receiver(*r)
+                .is_some_and(|r| r.track().kind() == RtpCodecKind::Video)
+        }) else {
+            return;
+        };
+        let pli = PictureLossIndication {
+            sender_ssrc: 0,
+            media_ssrc,
+        };
+        if let Some(mut r) = self.pc.rtp_receiver(video)
+            && let Err(e) = r.write_rtcp(Instant::now(), vec![Box::new(pli)])
+        {
+            debug!("relay PLI not sent: {e}");
+        }
+        self.flush();
     }
 
     /// Sends everything queued; never blocks (a full socket buffer drops and counts).

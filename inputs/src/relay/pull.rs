@@ -282,6 +282,9 @@ impl PullTask {
                     got_media: got_media(first_rtp, last_rtp),
                 };
             }
+            if conn.ingest.take_keyframe_request() {
+                conn.peer.request_keyframe();
+            }
             let until = (last_rtp + RTP_SILENCE).min(now + CHECK_EVERY);
             conn.peer.step(until, &mut out).await;
             if out.is_empty() {
