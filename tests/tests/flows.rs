@@ -12,9 +12,10 @@ use tonic::transport::Channel;
 use waveguide_proto::v1::entity_service_client::EntityServiceClient;
 use waveguide_proto::v1::pipeline_service_client::PipelineServiceClient;
 use waveguide_proto::v1::{
-    AdjustQualityRequest, ConfigureEntityRequest, EntityKind, EntityRef, EntitySettings, Flow,
-    FlowState, GetEntityStatusRequest, GetFlowStatusRequest, GetPeersRequest, ListEntitiesRequest,
-    NotificationKind, PeerRole, QualityCap, StartFlowRequest, StopFlowRequest, TrackKind, entity,
+    AdjustQualityRequest, ConfigureEntityRequest, Entity, EntityKind, EntityRef, EntitySettings,
+    Flow, FlowState, GetEntityStatusRequest, GetFlowStatusRequest, GetPeersRequest,
+    ListEntitiesRequest, NotificationKind, PeerRole, QualityCap, StartFlowRequest, StopFlowRequest,
+    TrackKind, entity,
 };
 use waveguide_tests::EdgeProcess;
 use waveguide_tests::edge::{http_client, static_config};
@@ -58,6 +59,26 @@ async fn cap(p: &mut Pipelines, id: &str, quality: QualityCap) -> Flow {
     .into_inner()
     .flow
     .expect("a flow")
+}
+
+/// Sets stream `demo`'s viewer ceiling on the edge (0 lifts it); the stream as it is then.
+async fn viewer_ceiling(entities: &mut Entities, max: u32) -> Entity {
+    entities
+        .configure_entity(ConfigureEntityRequest {
+            r#ref: Some(EntityRef {
+                kind: EntityKind::Stream as i32,
+                id: "demo".into(),
+            }),
+            settings: Some(EntitySettings {
+                max_viewers: Some(max),
+                ..EntitySettings::default()
+            }),
+        })
+        .await
+        .expect("ConfigureEntity")
+        .into_inner()
+        .entity
+        .expect("an entity")
 }
 
 /// What arrived over `window`: `(video, audio, keyframes)` packets.
@@ -321,22 +342,7 @@ fn stop_start_and_cap_a_viewer_flow() {
         assert_eq!(missing.code(), tonic::Code::NotFound);
 
         // A stream's viewer ceiling: one viewer watches, a second is refused, lifting it admits.
-        let configured = entities
-            .configure_entity(ConfigureEntityRequest {
-                r#ref: Some(EntityRef {
-                    kind: EntityKind::Stream as i32,
-                    id: "demo".into(),
-                }),
-                settings: Some(EntitySettings {
-                    max_viewers: Some(1),
-                    ..EntitySettings::default()
-                }),
-            })
-            .await
-            .expect("ConfigureEntity")
-            .into_inner()
-            .entity
-            .expect("an entity");
+        let configured = viewer_ceiling(&mut entities, 1).await;
         assert_eq!(configured.settings.and_then(|s| s.max_viewers), Some(1));
         assert_eq!(configured.r#ref.map(|r| r.id).as_deref(), Some("demo"));
         session
@@ -398,19 +404,7 @@ fn stop_start_and_cap_a_viewer_flow() {
             signaling::channel(port).await,
             Bearer::new(Some(TOKEN)),
         );
-        entities
-            .configure_entity(ConfigureEntityRequest {
-                r#ref: Some(EntityRef {
-                    kind: EntityKind::Stream as i32,
-                    id: "demo".into(),
-                }),
-                settings: Some(EntitySettings {
-                    max_viewers: Some(0),
-                    ..EntitySettings::default()
-                }),
-            })
-            .await
-            .expect("ConfigureEntity");
+        viewer_ceiling(&mut entities, 0).await;
     });
     assert_eq!(whep(&edge).status(), 201, "the ceiling lifted");
 
