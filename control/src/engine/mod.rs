@@ -424,6 +424,7 @@ impl Engine {
                 last_keyframe_request: None,
                 keyframe_request_pending: false,
                 keyframe_requests_sent: 0,
+                ice_disconnected: false,
             }),
             next_timeout: None,
             socket: None,

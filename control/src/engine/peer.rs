@@ -56,6 +56,8 @@ pub(crate) struct PublisherRole {
     pub keyframe_request_pending: bool,
     /// Keyframe requests sent to it.
     pub keyframe_requests_sent: u64,
+    /// ICE says disconnected (no consent check for 5 s); gone once its media stops too.
+    pub ice_disconnected: bool,
 }
 
 /// A viewer's state.

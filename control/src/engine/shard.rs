@@ -34,6 +34,10 @@ use tracing::{debug, info, warn};
 const TICK: Duration = Duration::from_millis(10);
 /// A peer that has not connected after this long is dropped.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// A publisher whose ICE consent lapsed (5 s without a check) is gone once its media has
+/// been silent this long too. Consent alone is not enough: RFC 7675 clients check every 4–6 s
+/// (aiortc: 5 s ± 20 %), so a live publisher can miss the 5 s mark while still sending.
+const PUBLISHER_SILENCE: Duration = Duration::from_millis(1500);
 /// Keyframe requests to one publisher are merged into at most one per this interval.
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -347,6 +351,20 @@ impl Shard {
         for id in pending {
             self.send_keyframe_request(id, now);
         }
+        let clock = self.shared.streams.clock_ms(now);
+        let silence = PUBLISHER_SILENCE.as_millis() as u64;
+        let vanished: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| {
+                matches!(&p.role, Role::Publisher(r) if r.ice_disconnected
+                    && clock.saturating_sub(r.last_media.load(Ordering::Relaxed)) >= silence)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in vanished {
+            self.close_peer(id, "publisher gone (no ICE consent for 5 s, no media)", now);
+        }
     }
 
     /// Delivers one publisher packet to this shard's viewers of its stream.
@@ -482,13 +500,18 @@ impl Shard {
                                 became_connected = true;
                             }
                             RTCPeerConnectionState::Failed => failed = Some("connection failed"),
-                            // A publisher without ICE consent for 5 s has dropped off the
-                            // network: let its viewers start the reconnect grace now rather
-                            // than after the 15 s failed timeout. A returning OBS POSTs anew.
-                            RTCPeerConnectionState::Disconnected
-                                if matches!(peer.role, Role::Publisher(_)) =>
-                            {
-                                failed = Some("publisher disconnected (no ICE consent for 5 s)");
+                            // A publisher without ICE consent for 5 s may have dropped off the
+                            // network; the tick ends it once its media has stopped too (see
+                            // PUBLISHER_SILENCE), rather than after the 15 s failed timeout.
+                            RTCPeerConnectionState::Disconnected => {
+                                if let Role::Publisher(p) = &mut peer.role {
+                                    p.ice_disconnected = true;
+                                }
+                            }
+                            RTCPeerConnectionState::Connected => {
+                                if let Role::Publisher(p) = &mut peer.role {
+                                    p.ice_disconnected = false;
+                                }
                             }
                             RTCPeerConnectionState::Closed => failed = Some("connection closed"),
                             _ => {}
