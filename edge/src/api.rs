@@ -200,12 +200,7 @@ pub async fn session(
     if let Some(refused) = admin.refusal(&headers) {
         return refused;
     }
-    let Some(info) = state
-        .engine
-        .sessions()
-        .into_iter()
-        .find(|s| s.session == id)
-    else {
+    let Some(info) = state.engine.session(&id) else {
         return waveguide_control::Error::SessionNotFound.into_response();
     };
     match state.engine.session_stats(&id).await {

@@ -142,6 +142,20 @@ struct SessionEntry {
     delivery: Delivery,
 }
 
+impl SessionEntry {
+    fn info(&self, session: &str, now: Instant) -> SessionInfo {
+        SessionInfo {
+            session: session.to_owned(),
+            stream: self.stream.clone(),
+            kind: self.kind,
+            state: *self.state.borrow(),
+            age: now.saturating_duration_since(self.created),
+            relay_pull: self.relay_pull,
+            delivery: self.delivery,
+        }
+    }
+}
+
 /// What a viewer presents besides its offer.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct WatchCredentials<'a> {
@@ -721,18 +735,18 @@ impl Engine {
             .shared
             .sessions()
             .iter()
-            .map(|(id, e)| SessionInfo {
-                session: id.clone(),
-                stream: e.stream.clone(),
-                kind: e.kind,
-                state: *e.state.borrow(),
-                age: now.saturating_duration_since(e.created),
-                relay_pull: e.relay_pull,
-                delivery: e.delivery,
-            })
+            .map(|(id, e)| e.info(id, now))
             .collect();
         all.sort_by(|a, b| a.session.cmp(&b.session));
         all
+    }
+
+    /// One WebRTC session on this node; `None` when there is no such session (any more).
+    pub fn session(&self, session: &str) -> Option<SessionInfo> {
+        self.shared
+            .sessions()
+            .get(session)
+            .map(|e| e.info(session, Instant::now()))
     }
 
     /// Follows `session`: its state now and each change; the channel closes when it ends.

@@ -334,9 +334,7 @@ impl Pipelines {
         };
         let engine = &self.state.engine;
         let now = engine
-            .sessions()
-            .into_iter()
-            .find(|s| &s.session == session)
+            .session(session)
             .map(|s| s.delivery)
             .unwrap_or_default();
         let next = change(now);

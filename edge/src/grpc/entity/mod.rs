@@ -327,9 +327,7 @@ impl EntityService for Entities {
         }
         if let (Target::Session(id), Some(cap)) = (&target, settings.max_bitrate_bps) {
             let info = engine
-                .sessions()
-                .into_iter()
-                .find(|s| &s.session == id)
+                .session(id)
                 .ok_or_else(|| Status::not_found(format!("no session `{id}` on this node")))?;
             if info.kind != waveguide_control::SessionKind::Viewer {
                 if cap != 0 {

@@ -214,7 +214,7 @@ pub(in crate::grpc) fn session(
     engine: &Engine,
     id: &str,
 ) -> Option<(SessionInfo, Option<StreamStatus>)> {
-    let info = engine.sessions().into_iter().find(|s| s.session == id)?;
+    let info = engine.session(id)?;
     let stream = engine.streams().status(&info.stream, Instant::now());
     Some((info, stream))
 }
