@@ -13,10 +13,10 @@
 
 use crate::load::clip::{Clip, ensure_clip};
 use crate::load::peer::{AUDIO_PT, AUDIO_SSRC, Peer, Role, VIDEO_PT, VIDEO_SSRC};
+use crate::load::publisher::rtp_packet;
 use crate::load::receive::{KeyframeTracker, SeqTracker, carries_idr};
 use crate::load::schedule::{AUDIO_TS_STEP, MediaClock, Tick, video_ts_step};
 use crate::load::{SrtpChoice, VideoSpec};
-use bytes::Bytes;
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::state::RTCPeerConnectionState;
@@ -340,6 +340,49 @@ pub async fn watch(
     .await
 }
 
+/// A Signal publisher sending the test clip.
+pub struct ClipPublisher {
+    /// Its Signal stream (notifications about the session arrive here).
+    pub signal: SignalClient,
+    /// The Signal session id.
+    pub session_id: String,
+    /// The stream the node named in `Announced`.
+    pub stream: String,
+    /// Announce → answer applied.
+    pub signaled: Duration,
+    /// The media sender; `stop` it for its counts.
+    pub media: RtcPublisher,
+}
+
+/// Opens a Signal stream to the edge's gRPC `port`, publishes `stream` (may be empty: the key
+/// names it) with `key`, and starts sending the test clip at 30 fps for at most `limit`.
+/// Panics when the node refuses. Call from outside the runtime; the sender runs on it.
+pub fn publish_clip(
+    rt: &tokio::runtime::Runtime,
+    port: u16,
+    token: &str,
+    (stream, key, peer_name): (&str, &str, &str),
+    limit: Duration,
+) -> ClipPublisher {
+    let mut signal = rt
+        .block_on(SignalClient::open(port, Some(token)))
+        .expect("open Signal");
+    let published = rt
+        .block_on(publish(&mut signal, stream, key, peer_name))
+        .unwrap_or_else(|e| panic!("publish over Signal refused: {e:?}"));
+    let media = {
+        let _guard = rt.enter();
+        RtcPublisher::spawn(published.peer, test_clip(), 30, limit)
+    };
+    ClipPublisher {
+        signal,
+        session_id: published.session_id,
+        stream: published.stream,
+        signaled: published.signaled,
+        media,
+    }
+}
+
 /// A plain `rtc` offer of the given role, for requests that are meant to fail.
 pub fn offer_sdp(role: Role) -> String {
     Peer::offer(role, SrtpChoice::Default, 1 << 16, Instant::now())
@@ -412,21 +455,6 @@ fn negotiated_pt(peer: &mut Peer, id: RTCRtpSenderId, ours: u8) -> u8 {
                 .map(|c| c.payload_type)
         })
         .unwrap_or(ours)
-}
-
-fn rtp_packet(pt: u8, seq: u16, ts: u32, ssrc: u32, marker: bool, payload: Bytes) -> rtp::Packet {
-    rtp::Packet {
-        header: rtp::Header {
-            version: 2,
-            marker,
-            payload_type: pt,
-            sequence_number: seq,
-            timestamp: ts,
-            ssrc,
-            ..Default::default()
-        },
-        payload,
-    }
 }
 
 async fn send_media(

@@ -20,9 +20,7 @@ use waveguide_proto::v1::{
 use waveguide_tests::EdgeProcess;
 use waveguide_tests::edge::{http_client, static_config};
 use waveguide_tests::load::peer::Role;
-use waveguide_tests::signaling::{
-    self, Bearer, LiveCounts, RtcPublisher, SignalClient, offer_sdp, test_clip,
-};
+use waveguide_tests::signaling::{self, Bearer, LiveCounts, SignalClient, offer_sdp};
 
 const TOKEN: &str = "flow-test-token";
 const CONNECT: Duration = Duration::from_secs(10);
@@ -99,22 +97,18 @@ fn stop_start_and_cap_a_viewer_flow() {
     let rt = runtime();
 
     // Publisher: 800 kbps H.264 with a keyframe a second, plus Opus-sized audio.
-    let mut pub_signal = rt
-        .block_on(SignalClient::open(port, Some(TOKEN)))
-        .expect("open Signal");
-    let published = rt
-        .block_on(signaling::publish(
-            &mut pub_signal,
-            "demo",
-            "demo-key",
-            "pub",
-        ))
-        .unwrap_or_else(|e| panic!("publish refused: {e:?}"));
-    let publisher_session = published.session_id.clone();
-    let publisher = {
-        let _guard = rt.enter();
-        RtcPublisher::spawn(published.peer, test_clip(), 30, Duration::from_secs(90))
-    };
+    let signaling::ClipPublisher {
+        signal: mut pub_signal,
+        session_id: publisher_session,
+        media: publisher,
+        ..
+    } = signaling::publish_clip(
+        &rt,
+        port,
+        TOKEN,
+        ("demo", "demo-key", "pub"),
+        Duration::from_secs(90),
+    );
     rt.block_on(pub_signal.notification(&publisher_session, NotificationKind::Connected, CONNECT));
     std::thread::sleep(Duration::from_secs(2));
 

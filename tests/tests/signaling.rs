@@ -14,9 +14,7 @@ use waveguide_proto::v1::{
 };
 use waveguide_tests::edge::{http_client, static_config};
 use waveguide_tests::load::peer::Role;
-use waveguide_tests::signaling::{
-    self, RtcPublisher, SignalClient, expect_error, offer_sdp, test_clip, unary_client,
-};
+use waveguide_tests::signaling::{self, SignalClient, expect_error, offer_sdp, unary_client};
 use waveguide_tests::{Browser, EdgeProcess, poll_until};
 
 const TOKEN: &str = "signal-test-token";
@@ -76,27 +74,22 @@ fn grpc_publish_rtc_watch_and_chromium_watch() {
     let mut edge = EdgeProcess::start(&config());
     let port = edge.grpc_port();
     let rt = runtime();
-    let clip = test_clip();
 
     // Publisher: the key alone names the stream.
-    let mut pub_signal = rt
-        .block_on(SignalClient::open(port, Some(TOKEN)))
-        .expect("open Signal");
-    let published = rt
-        .block_on(signaling::publish(
-            &mut pub_signal,
-            "",
-            "demo-key",
-            "rust-publisher",
-        ))
-        .unwrap_or_else(|e| panic!("publish over Signal refused: {e:?}"));
-    assert_eq!(published.stream, "demo", "Announced names the key's stream");
-    let publisher_session = published.session_id.clone();
-    let signaled = published.signaled;
-    let publisher = {
-        let _guard = rt.enter();
-        RtcPublisher::spawn(published.peer, clip, 30, Duration::from_secs(120))
-    };
+    let signaling::ClipPublisher {
+        signal: mut pub_signal,
+        session_id: publisher_session,
+        stream,
+        signaled,
+        media: publisher,
+    } = signaling::publish_clip(
+        &rt,
+        port,
+        TOKEN,
+        ("", "demo-key", "rust-publisher"),
+        Duration::from_secs(120),
+    );
+    assert_eq!(stream, "demo", "Announced names the key's stream");
     let connected_at = Instant::now();
     rt.block_on(pub_signal.notification(&publisher_session, NotificationKind::Connected, CONNECT));
     println!(

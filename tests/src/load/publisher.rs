@@ -326,7 +326,15 @@ fn send_tick(
     }
 }
 
-fn rtp_packet(pt: u8, seq: u16, ts: u32, ssrc: u32, marker: bool, payload: Bytes) -> rtp::Packet {
+/// One RTP packet as the synthetic publishers send it (no extensions, no padding).
+pub(crate) fn rtp_packet(
+    pt: u8,
+    seq: u16,
+    ts: u32,
+    ssrc: u32,
+    marker: bool,
+    payload: Bytes,
+) -> rtp::Packet {
     rtp::Packet {
         header: rtp::Header {
             version: 2,
