@@ -5,7 +5,7 @@ use super::delivery::SessionStats;
 use super::peer::{Peer, Role};
 use rtc::statistics::StatsSelector;
 use rtc::statistics::report::RTCStatsReportEntry;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Reads `peer`'s figures now.
 pub(crate) fn collect(peer: &mut Peer, now: Instant) -> SessionStats {
@@ -24,24 +24,15 @@ pub(crate) fn collect(peer: &mut Peer, now: Instant) -> SessionStats {
         out.packets_received += s.received_rtp_stream_stats.packets_received;
         out.bytes_received += s.bytes_received;
     }
-    let mut rtts = Vec::new();
     for entry in report.iter() {
         if let RTCStatsReportEntry::RemoteInboundRtp(r) = entry {
             out.packets_lost += r.received_rtp_stream_stats.packets_lost;
-            if r.round_trip_time_measurements > 0 {
-                rtts.push(r.round_trip_time);
-            }
         }
     }
-    out.rtt = rtts
-        .into_iter()
-        .reduce(f64::max)
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(Duration::from_secs_f64);
     match &peer.role {
         Role::Viewer(v) => {
             // rtc 0.21 leaves its remote-inbound RTT at 0; ours comes from the reports.
-            out.rtt = v.rtt.get().or(out.rtt);
+            out.rtt = v.rtt.get();
             out.delivery = v.delivery.settings;
             out.video_held = v.delivery.video_held;
             out.packets_dropped = v.delivery.held_packets + v.write_drops;
