@@ -19,6 +19,10 @@ pub struct WebRtcConfig {
     pub bind_ips: Vec<IpAddr>,
     /// STUN/TURN URLs handed to clients in `Link` headers.
     pub ice_servers: Vec<String>,
+    /// Seal and send viewers' media in the shard once each viewer's SRTP key is proven, past
+    /// the WebRTC library's write path (see `engine/direct.rs`); false keeps every packet on
+    /// the library's path (slower, for comparison).
+    pub direct_send: bool,
 }
 
 impl Default for WebRtcConfig {
@@ -29,6 +33,7 @@ impl Default for WebRtcConfig {
             public_ip: None,
             bind_ips: Vec::new(),
             ice_servers: Vec::new(),
+            direct_send: true,
         }
     }
 }

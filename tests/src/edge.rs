@@ -340,6 +340,30 @@ impl EdgeProcess {
         }
         resp.json().ok()
     }
+
+    /// The sum of the edge's `/metrics` samples of `name` that carry every label of `labels`
+    /// (`key="value"`); 0 when there are none.
+    pub fn metric(&self, name: &str, labels: &[&str]) -> f64 {
+        let text = http_client()
+            .get(self.url("/metrics"))
+            .send()
+            .and_then(|r| r.text())
+            .unwrap_or_default();
+        metric_in(&text, name, labels).unwrap_or(0.0)
+    }
+}
+
+/// The sum of the samples of `name` in a Prometheus text exposition that carry every label of
+/// `labels` (`key="value"`).
+pub fn metric_in(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter(|l| labels.iter().all(|label| l.contains(label)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .reduce(|a, b| a + b)
 }
 
 impl Drop for EdgeProcess {

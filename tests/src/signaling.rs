@@ -606,6 +606,11 @@ pub struct LiveCounts {
     /// Set to have the viewer send one PLI (a keyframe request) for its video; cleared when
     /// sent.
     pub send_pli: AtomicBool,
+    /// When not 0, the viewer loses every this-many-th video datagram before reading it (as a
+    /// lossy network would) and sends a NACK for it, as a browser does.
+    pub drop_video_every: AtomicU64,
+    /// Video datagrams lost that way (and NACKed).
+    pub nacked: AtomicU64,
 }
 
 impl LiveCounts {
@@ -636,6 +641,7 @@ pub async fn receive_counting(
     let mut keyframe = KeyframeTracker::default();
     let mut last_idr_ts = None;
     let mut video_ssrc = None;
+    let mut video_datagrams = 0u64;
     let mut buf = vec![0u8; 2048];
     loop {
         let now = Instant::now();
@@ -703,6 +709,15 @@ pub async fn receive_counting(
         tokio::select! {
             received = peer.socket().recv_from(&mut buf) => {
                 if let Ok((n, from)) = received {
+                    let every = live.drop_video_every.load(Ordering::Relaxed);
+                    if every > 0 && let Some((ssrc, seq)) = video_header(&buf[..n]) {
+                        video_datagrams += 1;
+                        if video_datagrams.is_multiple_of(every) {
+                            send_nack(&mut peer, ssrc, seq, Instant::now());
+                            live.nacked.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
+                    }
                     peer.handle_datagram(&buf[..n], from, Instant::now());
                 }
             }
@@ -715,10 +730,43 @@ pub async fn receive_counting(
     stats
 }
 
+/// SSRC and sequence number of an SRTP video datagram (the RTP header travels in the clear).
+fn video_header(datagram: &[u8]) -> Option<(u32, u16)> {
+    let rtp = datagram.len() >= 12 && (128..=191).contains(&datagram[0]);
+    if !rtp || datagram[1] & 0x7f != VIDEO_PT {
+        return None;
+    }
+    let seq = u16::from_be_bytes([datagram[2], datagram[3]]);
+    let ssrc = u32::from_be_bytes([datagram[8], datagram[9], datagram[10], datagram[11]]);
+    Some((ssrc, seq))
+}
+
+/// Writes one NACK for `seq` of `media_ssrc` on the peer's video receiver.
+fn send_nack(peer: &mut Peer, media_ssrc: u32, seq: u16, now: Instant) {
+    use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
+        TransportLayerNack, nack_pairs_from_sequence_numbers,
+    };
+    let nack = TransportLayerNack {
+        sender_ssrc: 0,
+        media_ssrc,
+        nacks: nack_pairs_from_sequence_numbers(&[seq]),
+    };
+    write_video_feedback(peer, Box::new(nack), now);
+}
+
 /// Writes one PLI for `media_ssrc` on the peer's video receiver (what a browser sends when it
-/// cannot decode); panics when there is no video receiver.
+/// cannot decode).
 fn send_pli(peer: &mut Peer, media_ssrc: u32, now: Instant) {
     use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+    let pli = PictureLossIndication {
+        sender_ssrc: 0,
+        media_ssrc,
+    };
+    write_video_feedback(peer, Box::new(pli), now);
+}
+
+/// Writes RTCP feedback on the peer's video receiver; panics when there is none.
+fn write_video_feedback(peer: &mut Peer, packet: Box<dyn rtc::rtcp::Packet>, now: Instant) {
     use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
     let receivers: Vec<_> = peer.pc.get_receivers().collect();
     let video = receivers
@@ -729,12 +777,8 @@ fn send_pli(peer: &mut Peer, media_ssrc: u32, now: Instant) {
                 .is_some_and(|r| r.track().kind() == RtpCodecKind::Video)
         })
         .expect("a video receiver");
-    let pli = PictureLossIndication {
-        sender_ssrc: 0,
-        media_ssrc,
-    };
     if let Some(mut r) = peer.pc.rtp_receiver(video) {
-        r.write_rtcp(now, vec![Box::new(pli)])
-            .unwrap_or_else(|e| panic!("write a PLI: {e}"));
+        r.write_rtcp(now, vec![packet])
+            .unwrap_or_else(|e| panic!("write RTCP feedback: {e}"));
     }
 }

@@ -99,6 +99,16 @@ fn publish_and_watch(codec: &str) {
         MEDIA,
         |s| s.frames_decoded() >= base + 30 && s.connection_state == "connected",
     );
+    // All that was sealed and sent by the shard itself: both of the viewer's tracks moved to
+    // the direct path, none stayed on rtc's (`control/src/engine/direct.rs`).
+    assert_eq!(
+        (
+            edge.metric("waveguide_viewer_tracks_total", &["path=\"direct\""]),
+            edge.metric("waveguide_viewer_tracks_total", &["path=\"rtc\""]),
+        ),
+        (2.0, 0.0),
+        "viewer tracks by path"
+    );
     let publisher_stats = browser.stats_of(publisher_page, published.id);
     let out = publisher_stats.out_video.expect("publisher outbound video");
     assert_eq!((out.frame_width, out.frame_height), (640, 480));

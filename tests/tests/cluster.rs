@@ -485,7 +485,7 @@ fn create_entity_pulls_a_stream_from_a_given_edge() {
     poll_until("the edge-b viewer gets video", CONVERGE, POLL, || {
         (live.snapshot().0 > 30).then_some(())
     });
-    let plis_at_a = || metric(&a, "waveguide_viewer_plis_total");
+    let plis_at_a = || a.metric("waveguide_viewer_plis_total", &[]);
     let before = plis_at_a();
     let relayed_before = video_keyframe_requests(&b);
     // Past the edges' 500 ms merging of keyframe requests (the join made one).
@@ -507,19 +507,6 @@ fn create_entity_pulls_a_stream_from_a_given_edge() {
     live.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (_signal, task) = viewer;
     let _ = rt.block_on(task);
-}
-
-/// The value of an unlabelled counter in an edge's `/metrics`; 0 when absent.
-fn metric(edge: &EdgeProcess, name: &str) -> f64 {
-    let text = http_client()
-        .get(edge.url("/metrics"))
-        .send()
-        .and_then(|r| r.text())
-        .unwrap_or_default();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 /// Keyframe requests the stream's video track has sent to its publisher (REST).

@@ -315,6 +315,19 @@ fn stop_start_and_cap_a_viewer_flow() {
             "video back: {uncapped:?}"
         );
 
+        // Loss: the viewer loses every 20th video datagram for 2 s and NACKs each. The edge
+        // answers from the history of its direct path (rtc's responder never saw those
+        // packets), so the numbering ends whole (checked at the end).
+        live.drop_video_every
+            .store(20, std::sync::atomic::Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        live.drop_video_every
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let nacked = live.nacked.load(std::sync::atomic::Ordering::Relaxed);
+        println!("lost and NACKed: {nacked}");
+        assert!(nacked >= 5, "the viewer lost packets: {nacked}");
+
         // Height caps need layers the publisher does not send.
         let refused = pipelines
             .adjust_quality(AdjustQualityRequest {
@@ -343,17 +356,18 @@ fn stop_start_and_cap_a_viewer_flow() {
     });
 
     // The viewer's PLI was counted as feedback from viewers.
-    let metrics = http_client()
-        .get(edge.url("/metrics"))
-        .send()
-        .and_then(|r| r.text())
-        .expect("GET /metrics");
-    let plis: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("waveguide_viewer_plis_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0);
+    let plis = edge.metric("waveguide_viewer_plis_total", &[]);
     assert!(plis >= 1.0, "waveguide_viewer_plis_total {plis}");
+    // Its two tracks went to the direct path; the lost packets were sent again.
+    let direct = edge.metric("waveguide_viewer_tracks_total", &["path=\"direct\""]);
+    let on_rtc = edge.metric("waveguide_viewer_tracks_total", &["path=\"rtc\""]);
+    let retransmits = edge.metric("waveguide_retransmits_total", &[]);
+    println!("tracks direct {direct}, on rtc {on_rtc}; retransmits {retransmits}");
+    assert_eq!((direct, on_rtc), (2.0, 0.0), "viewer tracks by path");
+    assert!(
+        retransmits >= 5.0,
+        "waveguide_retransmits_total {retransmits}"
+    );
 
     // The same session over the admin REST API, with the shard's counters.
     let rest: serde_json::Value = http_client()
@@ -423,6 +437,6 @@ fn stop_start_and_cap_a_viewer_flow() {
     );
     assert!(
         received.video.lost() < 5 && received.audio.lost() < 5,
-        "numbering continues across stop, start and caps: {received:?}"
+        "numbering continues across stop, start, caps and NACKed loss: {received:?}"
     );
 }

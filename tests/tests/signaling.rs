@@ -12,7 +12,7 @@ use waveguide_proto::v1::{
     NotificationKind, Peer, PeerConnectionState, PeerRole, Protocol, ServingStatus,
     SessionDescription, SignalingRequest,
 };
-use waveguide_tests::edge::{http_client, static_config};
+use waveguide_tests::edge::{http_client, metric_in, static_config};
 use waveguide_tests::load::peer::Role;
 use waveguide_tests::signaling::{self, SignalClient, expect_error, offer_sdp, unary_client};
 use waveguide_tests::{Browser, EdgeProcess, poll_until};
@@ -52,18 +52,6 @@ fn find(peers: &[Peer], role: PeerRole, protocol: Protocol) -> Option<&Peer> {
     peers
         .iter()
         .find(|p| p.role == role as i32 && p.protocol == protocol as i32)
-}
-
-/// The sum of the samples of `name` that carry every label of `labels` (`key="value"`).
-fn metric(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
-    text.lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
-        })
-        .filter(|l| labels.iter().all(|label| l.contains(label)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .reduce(|a, b| a + b)
 }
 
 /// A Rust client publishes over Signal with real WebRTC, another watches over Signal and gets
@@ -248,15 +236,15 @@ fn grpc_publish_rtc_watch_and_chromium_watch() {
         .and_then(|r| r.text())
         .expect("GET /metrics");
     assert_eq!(
-        metric(&metrics, "waveguide_signaling_streams", &[]),
+        metric_in(&metrics, "waveguide_signaling_streams", &[]),
         Some(2.0),
         "{metrics}"
     );
     assert_eq!(
-        metric(&metrics, "waveguide_signaling_pending_offers", &[]),
+        metric_in(&metrics, "waveguide_signaling_pending_offers", &[]),
         Some(0.0)
     );
-    let announces = metric(
+    let announces = metric_in(
         &metrics,
         "waveguide_signaling_messages_total",
         &["type=\"announce\"", "direction=\"in\""],
@@ -556,11 +544,11 @@ fn bad_signal_messages_get_errors_and_the_stream_keeps_serving() {
         .and_then(|r| r.text())
         .expect("GET /metrics");
     assert_eq!(
-        metric(&metrics, "waveguide_signaling_pending_offers", &[]),
+        metric_in(&metrics, "waveguide_signaling_pending_offers", &[]),
         Some(0.0),
         "{metrics}"
     );
-    let errors = metric(
+    let errors = metric_in(
         &metrics,
         "waveguide_signaling_messages_total",
         &["type=\"error\"", "direction=\"out\""],

@@ -11,6 +11,7 @@
 
 mod delivery;
 mod demux;
+mod direct;
 mod feedback;
 mod ingest;
 mod metrics;
@@ -22,6 +23,7 @@ mod rtt;
 mod setup;
 mod shard;
 mod sockets;
+mod srtp_keys;
 mod stats;
 
 use crate::cluster::{NodeLimits, TicketScope, Upstream};
@@ -86,6 +88,7 @@ pub mod fuzzing {
                 sdp.to_owned(),
                 &stream,
                 &candidates,
+                None,
                 Instant::now(),
             );
         }
@@ -265,6 +268,8 @@ pub struct Engine {
     service: Service,
     ice_servers: Vec<String>,
     limits: NodeLimits,
+    /// Viewers' media sealed and sent by the shard once their key is proven (`direct.rs`).
+    direct_send: bool,
     upstream: OnceLock<Arc<dyn Upstream>>,
 }
 
@@ -332,6 +337,7 @@ impl Engine {
             service,
             ice_servers: webrtc.ice_servers.clone(),
             limits: NodeLimits::default(),
+            direct_send: webrtc.direct_send,
             upstream: OnceLock::new(),
         }))
     }
@@ -512,8 +518,20 @@ impl Engine {
         }
         let now = Instant::now();
         let shard = self.pick_shard();
+        // Without a provider to wrap, the viewer simply stays on rtc's write path.
+        let keys = self
+            .direct_send
+            .then(|| srtp_keys::KeyCapture::new().ok().map(Arc::new))
+            .flatten();
         let (built, tracks) = contain_panic(|| {
-            setup::viewer(&offer, offer_sdp, &stream_ref, &self.candidates[shard], now)
+            setup::viewer(
+                &offer,
+                offer_sdp,
+                &stream_ref,
+                &self.candidates[shard],
+                keys.clone(),
+                now,
+            )
         })?;
         let session = new_session_id();
         let id = self.next_peer.fetch_add(1, Ordering::Relaxed);
@@ -523,7 +541,10 @@ impl Engine {
             stream_name: stream.to_owned(),
             stream: stream_ref.id,
             local_ufrag: built.local_ufrag,
-            role: Role::Viewer(ViewerRole::new(tracks)),
+            role: Role::Viewer(ViewerRole::new(
+                tracks,
+                keys.map(|k| Box::new(direct::DirectPath::new(k))),
+            )),
             next_timeout: None,
             socket: None,
             remote_addrs: Vec::new(),
@@ -963,7 +984,7 @@ mod tests {
         };
         let view = offer::parse(CHROME_VIEW).unwrap();
         let (answer, vtracks) =
-            setup::viewer(&view, CHROME_VIEW.into(), &stream, &cands, now).unwrap();
+            setup::viewer(&view, CHROME_VIEW.into(), &stream, &cands, None, now).unwrap();
         assert_eq!(vtracks.len(), 2);
         assert!(answer.answer_sdp.contains("a=sendonly"));
     }
@@ -989,8 +1010,15 @@ mod tests {
             viewers: 0,
         };
         let view = offer::parse(CHROME_VIEW).unwrap();
-        let (answer, tracks) =
-            setup::viewer(&view, CHROME_VIEW.into(), &stream, &cands, Instant::now()).unwrap();
+        let (answer, tracks) = setup::viewer(
+            &view,
+            CHROME_VIEW.into(),
+            &stream,
+            &cands,
+            None,
+            Instant::now(),
+        )
+        .unwrap();
         assert_eq!(tracks.len(), 1);
         let video = answer
             .answer_sdp

@@ -1,6 +1,7 @@
 //! One peer connection as a shard holds it: the sans-IO connection plus what it is for.
 
 use super::delivery::ViewerDelivery;
+use super::direct::DirectPath;
 use super::rewrite::Rewriter;
 use super::rtt::SmoothedRtt;
 use super::setup::{PublisherTrack, ViewerTrack};
@@ -71,10 +72,12 @@ pub(crate) struct ViewerRole {
     pub write_drops: u64,
     /// From its receiver reports.
     pub rtt: SmoothedRtt,
+    /// Sealing and sending past rtc once its key is proven (none: always through rtc).
+    pub direct: Option<Box<DirectPath>>,
 }
 
 impl ViewerRole {
-    pub(crate) fn new(tracks: Vec<ViewerTrack>) -> Self {
+    pub(crate) fn new(tracks: Vec<ViewerTrack>, direct: Option<Box<DirectPath>>) -> Self {
         Self {
             tracks: tracks
                 .into_iter()
@@ -87,6 +90,7 @@ impl ViewerRole {
             delivery: ViewerDelivery::default(),
             write_drops: 0,
             rtt: SmoothedRtt::default(),
+            direct,
         }
     }
 }

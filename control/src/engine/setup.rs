@@ -2,9 +2,11 @@
 //! shard demultiplexes by them), host candidates on the shard's port, AES-GCM SRTP first.
 
 use super::offer::{Offer, OfferedFormat, no_common_codec};
+use super::srtp_keys::KeyCapture;
 use crate::error::{Error, Result};
 use crate::media::{Codec, CodecParams, TrackKind};
 use crate::stream::{StreamRef, TrackInfo};
+use rtc::crypto::RTCCryptoProvider;
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use rtc::interceptor::NackResponderBuilder;
 use rtc::media_stream::MediaStreamTrack;
@@ -25,6 +27,7 @@ use rtc::rtp_transceiver::rtp_sender::{
 };
 use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A built connection with its answer.
@@ -62,8 +65,12 @@ fn engine_err(e: impl std::fmt::Display) -> Error {
     Error::Engine(e.to_string())
 }
 
-fn settings() -> SettingEngine {
-    SettingEngineBuilder::new()
+fn settings(crypto: Option<Arc<dyn RTCCryptoProvider>>) -> SettingEngine {
+    let builder = match crypto {
+        Some(provider) => SettingEngineBuilder::new().with_crypto_provider(provider),
+        None => SettingEngineBuilder::new(),
+    };
+    builder
         .with_lite(true)
         // The client starts DTLS once its checks succeed; we never need its address first.
         .with_answering_dtls_role(RTCDtlsRole::Server)
@@ -201,7 +208,7 @@ pub(crate) fn publisher(
     }
     let registry =
         register_default_interceptors(Registry::new(), &mut media_engine).map_err(engine_err)?;
-    let settings = settings();
+    let settings = settings(None);
     let mut pc = RTCPeerConnectionBuilder::new()
         .with_setting_engine(settings)
         .with_media_engine(media_engine)
@@ -218,6 +225,7 @@ pub(crate) fn viewer(
     sdp: String,
     stream: &StreamRef,
     candidates: &[SocketAddr],
+    keys: Option<Arc<KeyCapture>>,
     now: Instant,
 ) -> Result<(Built, Vec<ViewerTrack>)> {
     let mut media_engine = MediaEngine::default();
@@ -259,7 +267,7 @@ pub(crate) fn viewer(
     let registry = Registry::new()
         .with(Slot::NackResponder, NackResponderBuilder::new().build())
         .with(Slot::SenderReport, super::feedback::FeedbackTap::new());
-    let settings = settings();
+    let settings = settings(keys.map(|k| k as Arc<dyn RTCCryptoProvider>));
     let mut pc = RTCPeerConnectionBuilder::new()
         .with_setting_engine(settings)
         .with_media_engine(media_engine)

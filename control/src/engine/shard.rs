@@ -5,6 +5,7 @@
 use super::Shared;
 use super::delivery::{Admit, Delivery, RateMeter, SessionStats};
 use super::demux::Demux;
+use super::direct::{DirectPath, Path};
 use super::peer::{Peer, PeerId, Role};
 use crate::media::{KeyframeCache, MediaPacket, TrackKind};
 use crate::stream::KeyframeRoute;
@@ -84,6 +85,9 @@ pub(crate) enum Command {
         reply: oneshot::Sender<SessionStats>,
     },
 }
+
+/// A shard's sockets with their local addresses.
+type Sockets = [(Arc<UdpSocket>, SocketAddr)];
 
 /// A datagram read by one of the shard's socket readers.
 pub(crate) struct Datagram {
@@ -392,7 +396,7 @@ impl Shard {
                 continue;
             }
             self.current = Some(*id);
-            want_keyframe |= deliver(peer, packet, stream_bps, now, &self.shared);
+            want_keyframe |= deliver(peer, packet, stream_bps, now, &self.sockets, &self.shared);
             flush(peer, &self.sockets, &self.shared);
         }
         if want_keyframe {
@@ -561,8 +565,9 @@ impl Shard {
                             if any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() {
                                 self.shared.metrics.plis_received.increment(1);
                                 keyframe_wanted |= matches!(peer.role, Role::Viewer(_));
-                            } else if any.is::<TransportLayerNack>() {
+                            } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
                                 self.shared.metrics.nacks_received.increment(1);
+                                resend(peer, nack, &self.sockets, &self.shared);
                                 nacks += u64::from(matches!(peer.role, Role::Viewer(_)));
                             }
                         }
@@ -610,7 +615,7 @@ impl Shard {
             // Replay the newest GOP so the first picture does not wait for the next keyframe.
             let stream_bps = local.rate.bps();
             for packet in local.video_cache.packets() {
-                deliver(peer, packet, stream_bps, now, &self.shared);
+                deliver(peer, packet, stream_bps, now, &self.sockets, &self.shared);
                 flush(peer, &self.sockets, &self.shared);
             }
         }
@@ -642,7 +647,7 @@ impl Shard {
         if let Some(local) = self.streams.get(&stream) {
             let stream_bps = local.rate.bps();
             for (i, packet) in local.video_cache.packets().enumerate() {
-                let waits = deliver(peer, packet, stream_bps, now, &self.shared);
+                let waits = deliver(peer, packet, stream_bps, now, &self.sockets, &self.shared);
                 // A cache that starts with a keyframe serves the picture at once.
                 if i == 0 {
                     want_keyframe = waits;
@@ -716,9 +721,10 @@ fn ingest(
 /// waits for a keyframe (so one should be asked for).
 fn deliver(
     peer: &mut Peer,
-    packet: &MediaPacket,
+    packet: &Arc<MediaPacket>,
     stream_bps: u64,
     now: Instant,
+    sockets: &Sockets,
     shared: &Shared,
 ) -> bool {
     let Role::Viewer(v) = &mut peer.role else {
@@ -735,12 +741,18 @@ fn deliver(
         }
         Admit::Send => {}
     }
-    forward(peer, packet, now, shared)
+    forward(peer, packet, now, sockets, shared)
 }
 
 /// Writes one packet to a viewer, rewritten for it. Returns whether the viewer waits for a
 /// keyframe (so one should be asked for).
-fn forward(peer: &mut Peer, packet: &MediaPacket, now: Instant, shared: &Shared) -> bool {
+fn forward(
+    peer: &mut Peer,
+    packet: &Arc<MediaPacket>,
+    now: Instant,
+    sockets: &Sockets,
+    shared: &Shared,
+) -> bool {
     let Role::Viewer(v) = &mut peer.role else {
         return false;
     };
@@ -763,6 +775,15 @@ fn forward(peer: &mut Peer, packet: &MediaPacket, now: Instant, shared: &Shared)
             .join_seconds
             .record(now.duration_since(peer.created).as_secs_f64());
     }
+    if let Some(direct) = v.direct.as_mut() {
+        if direct.is_direct(packet.kind) {
+            if send_direct(direct, &rtp, sockets, shared) && packet.kind == TrackKind::Video {
+                direct.remember(seq, ts, packet);
+            }
+            return false;
+        }
+        direct.expect(packet.kind, &rtp);
+    }
     match peer.pc.rtp_sender(sender) {
         Some(mut s) => {
             if let Err(e) = s.write_rtp(now, rtp) {
@@ -779,14 +800,93 @@ fn forward(peer: &mut Peer, packet: &MediaPacket, now: Instant, shared: &Shared)
     false
 }
 
+/// Seals and sends one packet on a viewer's direct path; whether it left.
+fn send_direct(
+    direct: &mut DirectPath,
+    rtp: &rtc::rtp::Packet,
+    sockets: &Sockets,
+    shared: &Shared,
+) -> bool {
+    let Some((index, to, sealed)) = direct.seal(rtp) else {
+        shared.metrics.drops_write.increment(1);
+        return false;
+    };
+    let Some((socket, _)) = sockets.get(index) else {
+        shared.metrics.drops_no_route.increment(1);
+        return false;
+    };
+    match socket.try_send_to(&sealed, to) {
+        Ok(n) => {
+            shared.metrics.packets_out.increment(1);
+            shared.metrics.bytes_out.increment(n as u64);
+            direct.packets += 1;
+            // As WebRTC statistics count bytes: payload only.
+            direct.bytes += rtp.payload.len() as u64;
+            true
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            shared.metrics.drops_socket_full.increment(1);
+            // Kept for a NACK all the same: the viewer will ask for it.
+            true
+        }
+        Err(e) => {
+            shared.metrics.drops_send_error.increment(1);
+            warn!("send to {to}: {e}");
+            false
+        }
+    }
+}
+
+/// Answers a viewer's NACK for video sent on its direct path (rtc's responder only holds what
+/// went through rtc, and answers that itself).
+fn resend(peer: &mut Peer, nack: &TransportLayerNack, sockets: &Sockets, shared: &Shared) {
+    let Role::Viewer(v) = &mut peer.role else {
+        return;
+    };
+    let Some(direct) = v.direct.as_mut() else {
+        return;
+    };
+    let Some((track, _)) = v.tracks.iter().find(|(t, _)| t.kind == TrackKind::Video) else {
+        return;
+    };
+    if !direct.is_direct(TrackKind::Video) || nack.media_ssrc != track.ssrc {
+        return;
+    }
+    for pair in &nack.nacks {
+        for seq in pair.packet_list() {
+            let Some((ts, packet)) = direct.recall(seq) else {
+                continue;
+            };
+            let mut rtp = packet.rtp.clone();
+            rtp.header.ssrc = track.ssrc;
+            rtp.header.payload_type = track.payload_type;
+            rtp.header.sequence_number = seq;
+            rtp.header.timestamp = ts;
+            if send_direct(direct, &rtp, sockets, shared) {
+                shared.metrics.retransmits.increment(1);
+            }
+        }
+    }
+}
+
 /// Sends everything the connection has queued, from the socket the peer last reached.
 /// A full socket drops (and counts) instead of waiting: a slow viewer never stalls the shard.
-fn flush(peer: &mut Peer, sockets: &[(Arc<UdpSocket>, SocketAddr)], shared: &Shared) {
+fn flush(peer: &mut Peer, sockets: &Sockets, shared: &Shared) {
     while let Some(msg) = peer.pc.poll_write() {
         let index = sockets
             .iter()
             .position(|(_, a)| *a == msg.transport.local_addr)
             .or(peer.socket);
+        if let Role::Viewer(v) = &mut peer.role
+            && let Some(direct) = v.direct.as_mut()
+            && let Some(i) = index
+        {
+            match direct.observe(i, msg.transport.peer_addr, &msg.message) {
+                Some(Path::Direct) => shared.metrics.tracks_direct.increment(1),
+                Some(Path::Rtc) => shared.metrics.tracks_rtc.increment(1),
+                None => {}
+            }
+        }
         let Some((socket, _)) = index.and_then(|i| sockets.get(i)) else {
             shared.metrics.drops_no_route.increment(1);
             continue;

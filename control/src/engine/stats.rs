@@ -36,6 +36,10 @@ pub(crate) fn collect(peer: &mut Peer, now: Instant) -> SessionStats {
             out.delivery = v.delivery.settings;
             out.video_held = v.delivery.video_held;
             out.packets_dropped = v.delivery.held_packets + v.write_drops;
+            if let Some(direct) = &v.direct {
+                out.packets_sent += direct.packets;
+                out.bytes_sent += direct.bytes;
+            }
         }
         Role::Publisher(p) => out.keyframe_requests = p.keyframe_requests_sent,
     }
