@@ -381,6 +381,12 @@ fn stop_start_and_cap_a_viewer_flow() {
     assert_eq!(rest["paused"], false, "{rest}");
     assert_eq!(rest["relay_pull"], false, "{rest}");
     assert!(rest["stats"]["packets_sent"].as_u64() > Some(500), "{rest}");
+    // Its NACKs (one message per lost packet) and its PLI, as the shard counted them.
+    assert!(rest["stats"]["nacks"].as_u64() >= Some(5), "{rest}");
+    assert!(
+        rest["stats"]["keyframe_requests"].as_u64() >= Some(1),
+        "{rest}"
+    );
     assert!(
         rest["stats"]["packets_dropped"].as_u64() > Some(50),
         "{rest}"

@@ -14,9 +14,8 @@
 //!
 //! What `rtc` no longer sees, this module does instead: NACKs for direct packets are
 //! answered from [`DirectPath`]'s own history (the source packets are shared, so it holds
-//! references, not copies). `rtc`'s sender reports go on, mapping RTP time from the last
-//! packet it saw at the media clock's rate, which is what the rewritten timestamps follow;
-//! their packet and octet counts stop at the switch.
+//! references, not copies). `rtc` still writes one packet per track a second, so its sender
+//! reports map RTP time from a recent packet; their packet and octet counts cover only those.
 
 use super::srtp_keys::KeyCapture;
 use crate::media::{MediaPacket, TrackKind};
@@ -26,6 +25,7 @@ use rtc::srtp::context::Context;
 use rtc::srtp::protection_profile::ProtectionProfile;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tracing::debug;
 
 /// The profiles the edge offers (`setup.rs`), tried in turn.
@@ -35,6 +35,10 @@ const PROFILES: [ProtectionProfile; 2] = [
 ];
 /// Packets `rtc` seals for a track before the viewer stays on the `rtc` path for it.
 const MAX_PROOF_ATTEMPTS: u8 = 8;
+/// One packet per track per this interval still goes through `rtc`, so its sender reports map
+/// RTP time from a recent packet: a paused or capped viewer's timestamps resume where they
+/// stopped, which extrapolating from an older packet would not know.
+const RTC_REFRESH: Duration = Duration::from_secs(1);
 /// Video packets kept for retransmission: ≈ 1.8 s at 2.5 Mbps, longer than any NACK is useful.
 const HISTORY: usize = 512;
 
@@ -77,6 +81,8 @@ pub(crate) struct DirectPath {
     tracks: [TrackPath; 2],
     pending: [Option<Pending>; 2],
     attempts: [u8; 2],
+    /// When each track last sent a packet through `rtc`.
+    last_rtc: [Option<Instant>; 2],
     /// Shard socket and address of the last SRTP or SRTCP packet `rtc` sent: its selected pair.
     route: Option<(usize, SocketAddr)>,
     history: Vec<Option<Sent>>,
@@ -94,6 +100,7 @@ impl DirectPath {
             tracks: Default::default(),
             pending: Default::default(),
             attempts: [0; 2],
+            last_rtc: [None; 2],
             route: None,
             history: Vec::new(),
             scratch: Vec::new(),
@@ -105,6 +112,20 @@ impl DirectPath {
     /// Whether `kind` is sealed and sent by the shard.
     pub(crate) fn is_direct(&self, kind: TrackKind) -> bool {
         matches!(self.tracks[kind.index()], TrackPath::Direct)
+    }
+
+    /// Whether this packet of `kind` goes on the direct path (else through `rtc`, see
+    /// [`RTC_REFRESH`]).
+    pub(crate) fn takes(&mut self, kind: TrackKind, now: Instant) -> bool {
+        if !self.is_direct(kind) {
+            return false;
+        }
+        let last = &mut self.last_rtc[kind.index()];
+        if last.is_some_and(|t| now.saturating_duration_since(t) < RTC_REFRESH) {
+            return true;
+        }
+        *last = Some(now);
+        false
     }
 
     /// Notes a packet about to be written through `rtc`, so its sealed form can prove a key.
@@ -152,6 +173,7 @@ impl DirectPath {
         let pending = self.pending[i].take()?;
         if self.prove(&pending, datagram) {
             self.tracks[i] = TrackPath::Direct;
+            self.last_rtc[i] = Some(Instant::now());
             debug!(ssrc, "track switched to the direct path");
             if i == TrackKind::Video.index() {
                 self.history.resize_with(HISTORY, || None);
@@ -307,6 +329,31 @@ mod tests {
             let by_rtc = rtc_local.encrypt_rtp(&p.marshal().unwrap()).unwrap();
             assert_eq!(sealed, by_rtc, "the same bytes rtc would have sent");
         }
+    }
+
+    #[test]
+    fn one_packet_a_second_per_track_still_goes_through_rtc() {
+        let keys = Arc::new(KeyCapture::new().expect("a provider"));
+        let mut rtc_local = context(&keys, &KEY, ProtectionProfile::AeadAes128Gcm);
+        let mut path = DirectPath::new(keys);
+        let t0 = Instant::now();
+        assert!(!path.takes(TrackKind::Video, t0), "not proven yet");
+        let first = packet(1);
+        path.expect(TrackKind::Video, &first);
+        let sealed = rtc_local.encrypt_rtp(&first.marshal().unwrap()).unwrap();
+        assert!(matches!(
+            path.observe(ROUTE.0, ROUTE.1, &sealed),
+            Some(Path::Direct)
+        ));
+        let t0 = Instant::now();
+        assert!(path.takes(TrackKind::Video, t0));
+        assert!(path.takes(TrackKind::Video, t0 + Duration::from_millis(900)));
+        assert!(!path.takes(TrackKind::Video, t0 + Duration::from_millis(1100)));
+        assert!(path.takes(TrackKind::Video, t0 + Duration::from_millis(1200)));
+        assert!(
+            !path.takes(TrackKind::Audio, t0),
+            "audio is proven on its own"
+        );
     }
 
     #[test]

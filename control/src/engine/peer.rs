@@ -70,6 +70,9 @@ pub(crate) struct ViewerRole {
     pub delivery: ViewerDelivery,
     /// Writes the connection refused.
     pub write_drops: u64,
+    /// Its NACK messages and keyframe requests (PLI/FIR); rtc 0.21's statistics leave both 0.
+    pub nacks: u64,
+    pub keyframe_requests: u64,
     /// From its receiver reports.
     pub rtt: SmoothedRtt,
     /// Sealing and sending past rtc once its key is proven (none: always through rtc).
@@ -89,6 +92,8 @@ impl ViewerRole {
             first_video_sent: false,
             delivery: ViewerDelivery::default(),
             write_drops: 0,
+            nacks: 0,
+            keyframe_requests: 0,
             rtt: SmoothedRtt::default(),
             direct,
         }

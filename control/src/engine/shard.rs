@@ -565,8 +565,14 @@ impl Shard {
                             if any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() {
                                 self.shared.metrics.plis_received.increment(1);
                                 keyframe_wanted |= matches!(peer.role, Role::Viewer(_));
+                                if let Role::Viewer(v) = &mut peer.role {
+                                    v.keyframe_requests += 1;
+                                }
                             } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
                                 self.shared.metrics.nacks_received.increment(1);
+                                if let Role::Viewer(v) = &mut peer.role {
+                                    v.nacks += 1;
+                                }
                                 resend(peer, nack, &self.sockets, &self.shared);
                                 nacks += u64::from(matches!(peer.role, Role::Viewer(_)));
                             }
@@ -776,7 +782,7 @@ fn forward(
             .record(now.duration_since(peer.created).as_secs_f64());
     }
     if let Some(direct) = v.direct.as_mut() {
-        if direct.is_direct(packet.kind) {
+        if direct.takes(packet.kind, now) {
             if send_direct(direct, &rtp, sockets, shared) && packet.kind == TrackKind::Video {
                 direct.remember(seq, ts, packet);
             }

@@ -17,8 +17,6 @@ pub(crate) fn collect(peer: &mut Peer, now: Instant) -> SessionStats {
     for s in report.outbound_rtp_streams() {
         out.packets_sent += s.sent_rtp_stream_stats.packets_sent;
         out.bytes_sent += s.sent_rtp_stream_stats.bytes_sent;
-        out.nacks += u64::from(s.nack_count);
-        out.keyframe_requests += u64::from(s.pli_count) + u64::from(s.fir_count);
     }
     for s in report.inbound_rtp_streams() {
         out.packets_received += s.received_rtp_stream_stats.packets_received;
@@ -33,6 +31,8 @@ pub(crate) fn collect(peer: &mut Peer, now: Instant) -> SessionStats {
         Role::Viewer(v) => {
             // rtc 0.21 leaves its remote-inbound RTT at 0; ours comes from the reports.
             out.rtt = v.rtt.get();
+            out.nacks = v.nacks;
+            out.keyframe_requests = v.keyframe_requests;
             out.delivery = v.delivery.settings;
             out.video_held = v.delivery.video_held;
             out.packets_dropped = v.delivery.held_packets + v.write_drops;

@@ -167,6 +167,10 @@ struct EdgeArgs {
     /// `[webrtc] shards` of the edge.
     #[arg(long, default_value_t = 1)]
     shards: u16,
+    /// Every packet through rtc's write path (`[webrtc] direct_send = false`), for comparison
+    /// with the direct path.
+    #[arg(long)]
+    rtc_write_path: bool,
 }
 
 impl EdgeArgs {
@@ -176,6 +180,7 @@ impl EdgeArgs {
             spec.bin = bin.clone();
         }
         spec.shards = self.shards;
+        spec.direct_send = !self.rtc_write_path;
         spec
     }
 }
@@ -194,7 +199,7 @@ struct BenchArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "100,200,300,350,400,450,500"
+        default_value = "100,200,300,400,500,550,600,650,700"
     )]
     steps: Vec<usize>,
     /// Steady window of each step (after the ramp and one second to settle).

@@ -135,6 +135,8 @@ pub struct BenchReport {
     pub viewers_per_core_at_full_cpu: Option<usize>,
     pub video_kbps: u32,
     pub shards: u16,
+    /// The edge's `[webrtc] direct_send`.
+    pub direct_send: bool,
     pub other_cpu_cores_max: Option<f64>,
     pub steps: Vec<Step>,
     pub limit: Vec<LimitResult>,
@@ -352,6 +354,7 @@ pub fn bench(plan: &BenchPlan) -> Result<BenchReport, LoadError> {
         viewers_per_core_at_full_cpu: at_full,
         video_kbps: plan.video.bitrate_kbps,
         shards: plan.edge.shards,
+        direct_send: plan.edge.direct_send,
         other_cpu_cores_max: steps
             .iter()
             .filter_map(|s| s.other_cpu_cores)
@@ -412,9 +415,10 @@ impl BenchReport {
         }
         let _ = writeln!(
             out,
-            "viewers per core: edge {} (shards = {}, {} kbps video), limit {} → ratio {}",
+            "viewers per core: edge {} (shards = {}, direct_send = {}, {} kbps video), limit {} → ratio {}",
             self.viewers_per_core,
             self.shards,
+            self.direct_send,
             self.video_kbps,
             self.limit_viewers_per_core
                 .map_or("-".to_owned(), |v| v.to_string()),

@@ -45,6 +45,8 @@ pub struct EdgeSpec {
     pub shards: u16,
     /// Core to pin the edge (every thread) to.
     pub core: Option<usize>,
+    /// `[webrtc] direct_send`: false sends every packet through `rtc`'s write path.
+    pub direct_send: bool,
     /// Where the config and the log go.
     pub dir: PathBuf,
 }
@@ -56,6 +58,7 @@ impl EdgeSpec {
             bin: crate::target_dir().join("release/waveguide-edge"),
             shards: 1,
             core: None,
+            direct_send: true,
             dir: crate::target_dir().join("waveguide-load"),
         }
     }
@@ -69,10 +72,16 @@ impl Default for EdgeSpec {
 
 /// The config: static key `demo`/`demo-key`, loopback only, no rate limit on POSTs (a ramp is
 /// hundreds of POSTs from one address), no gRPC, RTMP or FTL listeners.
-pub fn config_toml(http_port: u16, udp_port: u16, shards: u16) -> String {
+pub fn config_toml(http_port: u16, udp_port: u16, spec: &EdgeSpec) -> String {
+    let EdgeSpec {
+        shards,
+        direct_send,
+        ..
+    } = spec;
     format!(
         "[http]\nlisten = \"127.0.0.1:{http_port}\"\n\n\
-         [webrtc]\nudp_port = {udp_port}\nshards = {shards}\npublic_ip = \"127.0.0.1\"\n\
+         [webrtc]\nudp_port = {udp_port}\nshards = {shards}\ndirect_send = {direct_send}\n\
+         public_ip = \"127.0.0.1\"\n\
          bind_ips = [\"127.0.0.1\"]\n\n\
          [service]\nkind = \"static\"\n\n\
          [[service.streams]]\nname = \"{STREAM}\"\nkey = \"{KEY}\"\n\n\
@@ -106,7 +115,7 @@ impl SpawnedEdge {
         let stem = format!("edge-{}-{http_port}", std::process::id());
         let config_path = spec.dir.join(format!("{stem}.toml"));
         let log = spec.dir.join(format!("{stem}.log"));
-        std::fs::write(&config_path, config_toml(http_port, udp_port, spec.shards))?;
+        std::fs::write(&config_path, config_toml(http_port, udp_port, spec))?;
         let out = OpenOptions::new().create(true).append(true).open(&log)?;
         let mut command = Command::new(&spec.bin);
         command
@@ -207,7 +216,11 @@ mod tests {
 
     #[test]
     fn config_is_valid_toml_with_the_bench_settings() {
-        let text = config_toml(18080, 18189, 2);
+        let spec = EdgeSpec {
+            shards: 2,
+            ..EdgeSpec::new()
+        };
+        let text = config_toml(18080, 18189, &spec);
         let root: toml::Table = text.parse().expect("toml");
         assert_eq!(root["webrtc"]["shards"].as_integer(), Some(2));
         assert_eq!(root["limits"]["posts_per_minute"].as_integer(), Some(0));
