@@ -182,6 +182,12 @@ impl Shard {
                     let now = Instant::now();
                     self.guarded(|s| s.on_media(&p, now));
                     for _ in 0..256 {
+                        // One packet to every viewer takes milliseconds at hundreds of
+                        // viewers: a joining viewer's ICE and DTLS (and an operator's command)
+                        // go between packets, not after a whole keyframe's worth of them.
+                        if !datagrams.is_empty() || !commands.is_empty() {
+                            break;
+                        }
                         match media.try_recv() {
                             Ok(p) => self.guarded(|s| s.on_media(&p, now)),
                             Err(_) => break,
