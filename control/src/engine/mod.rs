@@ -5,7 +5,8 @@
 //! node listens on `udp_port .. udp_port + shards` and nothing else. The server is ICE-lite
 //! with host candidates. A publisher's packet is parsed once into an `Arc<MediaPacket>` and
 //! handed to every shard once; each shard writes it to its own viewers, rewriting SSRC, payload
-//! type, sequence numbers and timestamps per viewer.
+//! type, sequence numbers and timestamps per viewer, and sealing and sending it itself once the
+//! viewer's SRTP key is proven (`direct.rs`, with the keys from `srtp_keys.rs`).
 //!
 //! This module owns sessions (the WHIP/WHEP resources) and their lifecycle; it owns no HTTP.
 
