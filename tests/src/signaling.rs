@@ -399,6 +399,7 @@ pub fn test_clip() -> Arc<Clip> {
         fps: 30,
         gop: 30,
         bitrate_kbps: 800,
+        pacing: None,
     };
     let path = ensure_clip(&spec, &crate::target_dir().join("waveguide-load"))
         .unwrap_or_else(|e| panic!("test clip: {e}"));

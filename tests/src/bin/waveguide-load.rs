@@ -86,6 +86,11 @@ struct MediaArgs {
     /// SRTP profiles the peers offer.
     #[arg(long, value_enum, default_value_t = Srtp::Default)]
     srtp: Srtp,
+    /// Spread each frame's packets at this multiple of the video bitrate, as a WebRTC
+    /// sender's pacer does (libwebrtc: 2.5); delay is still timed from each packet's send.
+    /// Unset: each frame at once.
+    #[arg(long)]
+    pace: Option<f64>,
 }
 
 impl MediaArgs {
@@ -94,6 +99,7 @@ impl MediaArgs {
             fps: self.fps,
             gop: (self.gop.as_secs_f64() * f64::from(self.fps)).round() as u32,
             bitrate_kbps: self.video_kbps,
+            pacing: self.pace,
             ..VideoSpec::default()
         }
     }

@@ -13,7 +13,7 @@ pub const MAX_DURATION: Duration = Duration::from_secs(3_600);
 pub const MAX_RAMP: f64 = 1_000.0;
 
 /// The synthetic video the publisher sends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct VideoSpec {
     pub width: u32,
     pub height: u32,
@@ -21,6 +21,9 @@ pub struct VideoSpec {
     /// Keyframe interval in frames.
     pub gop: u32,
     pub bitrate_kbps: u32,
+    /// How the publisher sends a frame's packets: spread at this multiple of the bitrate, as
+    /// a WebRTC sender's pacer does (libwebrtc: 2.5), or, `None`, all at once.
+    pub pacing: Option<f64>,
 }
 
 impl Default for VideoSpec {
@@ -32,6 +35,7 @@ impl Default for VideoSpec {
             fps: 30,
             gop: 60,
             bitrate_kbps: 2_500,
+            pacing: None,
         }
     }
 }

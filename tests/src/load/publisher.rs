@@ -20,6 +20,7 @@ use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp;
 use rtc::sansio::Protocol;
 use serde::Serialize;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -42,7 +43,37 @@ pub struct PublisherPlan {
     pub log: Arc<SendLog>,
     /// The publisher stops by itself at this instant if never told to.
     pub hard_stop: Instant,
+    /// Video sent at this rate, packet by packet, rather than a frame at once.
+    pub pacing_bps: Option<f64>,
 }
+
+/// A frame's packets spread over time, as a WebRTC sender's pacer spreads them.
+struct Pacer {
+    bps: f64,
+    /// When the link is free again.
+    next: Instant,
+    queue: VecDeque<(Instant, rtp::Packet)>,
+}
+
+impl Pacer {
+    fn push(&mut self, packet: rtp::Packet, now: Instant) {
+        let start = self.next.max(now);
+        let bits = (packet.payload.len() + RTP_OVERHEAD) as f64 * 8.0;
+        self.next = start + Duration::from_secs_f64(bits / self.bps);
+        self.queue.push_back((start, packet));
+    }
+
+    /// The next packet due by `now`.
+    fn due(&mut self, now: Instant) -> Option<rtp::Packet> {
+        if self.queue.front().is_some_and(|(at, _)| *at <= now) {
+            return self.queue.pop_front().map(|(_, p)| p);
+        }
+        None
+    }
+}
+
+/// RTP header, SRTP tag, UDP and IP headers.
+const RTP_OVERHEAD: usize = 12 + 16 + 8 + 20;
 
 /// What the publisher sent and heard.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -162,6 +193,11 @@ async fn publish(
     let mut media_start = None;
     let mut announced = false;
     let video_step = video_ts_step(plan.fps);
+    let mut pacer = plan.pacing_bps.map(|bps| Pacer {
+        bps,
+        next: started,
+        queue: VecDeque::new(),
+    });
     let audio_bytes = (plan.audio_kbps as usize * 1000 / 8 / 50).max(10);
 
     loop {
@@ -207,6 +243,14 @@ async fn publish(
             .poll_timeout()
             .unwrap_or(plan.hard_stop)
             .min(plan.hard_stop);
+        if let Some(pacer) = pacer.as_mut() {
+            while let Some(packet) = pacer.due(now) {
+                write(plan, &mut peer, sender.video, packet, &mut stats, now);
+            }
+            if let Some((at, _)) = pacer.queue.front() {
+                wake = wake.min(*at);
+            }
+        }
         if let Some(start) = media_start {
             let (tick, at) = clock.peek();
             let due = start + at;
@@ -216,6 +260,7 @@ async fn publish(
                     &mut peer,
                     &mut sender,
                     &mut stats,
+                    pacer.as_mut(),
                     tick,
                     now,
                     video_step,
@@ -270,23 +315,12 @@ fn send_tick(
     peer: &mut Peer,
     sender: &mut Sender,
     stats: &mut PublisherStats,
+    mut pacer: Option<&mut Pacer>,
     tick: Tick,
     now: Instant,
     video_step: u32,
     audio_bytes: usize,
 ) {
-    let write = |peer: &mut Peer, id, packet: rtp::Packet, stats: &mut PublisherStats| {
-        plan.log
-            .record(fingerprint(&packet.payload), Instant::now());
-        stats.payload_bytes += packet.payload.len() as u64;
-        let written = peer
-            .pc
-            .rtp_sender(id)
-            .is_some_and(|mut s| s.write_rtp(now, packet).is_ok());
-        if !written {
-            stats.write_errors += 1;
-        }
-    };
     match tick {
         Tick::Video(n) => {
             let frame = &plan.clip.frames[(n % plan.clip.frames.len() as u64) as usize];
@@ -302,7 +336,10 @@ fn send_tick(
                     i == last,
                     payload.clone(),
                 );
-                write(peer, sender.video, packet, stats);
+                match pacer.as_deref_mut() {
+                    Some(pacer) => pacer.push(packet, now),
+                    None => write(plan, peer, sender.video, packet, stats, now),
+                }
                 stats.video_packets += 1;
             }
         }
@@ -320,9 +357,30 @@ fn send_tick(
                 n == 0,
                 Bytes::from(payload),
             );
-            write(peer, sender.audio, packet, stats);
+            write(plan, peer, sender.audio, packet, stats, now);
             stats.audio_packets += 1;
         }
+    }
+}
+
+/// Writes one packet, logging when it left for the viewers' delay.
+fn write(
+    plan: &PublisherPlan,
+    peer: &mut Peer,
+    id: rtc::rtp_transceiver::RTCRtpSenderId,
+    packet: rtp::Packet,
+    stats: &mut PublisherStats,
+    now: Instant,
+) {
+    plan.log
+        .record(fingerprint(&packet.payload), Instant::now());
+    stats.payload_bytes += packet.payload.len() as u64;
+    let written = peer
+        .pc
+        .rtp_sender(id)
+        .is_some_and(|mut s| s.write_rtp(now, packet).is_ok());
+    if !written {
+        stats.write_errors += 1;
     }
 }
 

@@ -80,6 +80,10 @@ pub(crate) fn start_publisher(
         socket_buffer: config.socket_buffer,
         log: Arc::clone(log),
         hard_stop: Instant::now() + PUBLISH_TIMEOUT + config.duration + WIND_DOWN,
+        pacing_bps: config
+            .video
+            .pacing
+            .map(|factor| factor * f64::from(config.video.bitrate_kbps) * 1e3),
     })?;
     match handle.ready.recv_timeout(PUBLISH_TIMEOUT) {
         Ok(Ok(())) => Ok(Some((handle, clip_kbps))),
