@@ -128,6 +128,15 @@ impl DirectPath {
         false
     }
 
+    /// A datagram came from the viewer at `from`. From an address other than the route's (an
+    /// ICE restart moving it, or a check on another pair), the next packet of each track goes
+    /// through `rtc`, whose next SRTP then shows the pair it has selected.
+    pub(crate) fn heard_from(&mut self, from: SocketAddr) {
+        if self.route.is_some_and(|(_, to)| to != from) {
+            self.last_rtc = [None; 2];
+        }
+    }
+
     /// Notes a packet about to be written through `rtc`, so its sealed form can prove a key.
     pub(crate) fn expect(&mut self, kind: TrackKind, rtp: &RtpPacket) {
         let i = kind.index();
@@ -354,6 +363,17 @@ mod tests {
             !path.takes(TrackKind::Audio, t0),
             "audio is proven on its own"
         );
+
+        // A datagram from another address: the next packet checks rtc's pair again.
+        let t1 = t0 + Duration::from_millis(1300);
+        path.heard_from(ROUTE.1);
+        assert!(
+            path.takes(TrackKind::Video, t1),
+            "same address: nothing changes"
+        );
+        path.heard_from(SocketAddr::from(([127, 0, 0, 1], 6000)));
+        assert!(!path.takes(TrackKind::Video, t1));
+        assert!(path.takes(TrackKind::Video, t1));
     }
 
     #[test]

@@ -324,6 +324,11 @@ impl Shard {
         if let Err(e) = peer.pc.handle_read(msg) {
             debug!(session = %peer.session, "dropped datagram: {e}");
         }
+        if let Role::Viewer(v) = &mut peer.role
+            && let Some(direct) = v.direct.as_mut()
+        {
+            direct.heard_from(d.from);
+        }
         self.drain(id, now);
     }
 
