@@ -7,6 +7,7 @@ use super::delivery::{Admit, Delivery, RateMeter, SessionStats};
 use super::demux::Demux;
 use super::direct::{DirectPath, Path};
 use super::peer::{Peer, PeerId, Role};
+use super::setup::ViewerTrack;
 use crate::media::{KeyframeCache, MediaPacket, TrackKind};
 use crate::stream::KeyframeRoute;
 use bytes::BytesMut;
@@ -779,11 +780,7 @@ fn forward(
     let Some((seq, ts)) = rewriter.map(packet, now) else {
         return packet.kind == TrackKind::Video;
     };
-    let mut rtp = packet.rtp.clone();
-    rtp.header.ssrc = track.ssrc;
-    rtp.header.payload_type = track.payload_type;
-    rtp.header.sequence_number = seq;
-    rtp.header.timestamp = ts;
+    let rtp = for_viewer(packet, track, seq, ts);
     let sender = track.sender;
     if packet.kind == TrackKind::Video && !v.first_video_sent {
         v.first_video_sent = true;
@@ -815,6 +812,17 @@ fn forward(
         }
     }
     false
+}
+
+/// `packet` as the viewer's track numbers it: its SSRC and payload type, the rewritten
+/// sequence number and timestamp.
+fn for_viewer(packet: &MediaPacket, track: &ViewerTrack, seq: u16, ts: u32) -> rtc::rtp::Packet {
+    let mut rtp = packet.rtp.clone();
+    rtp.header.ssrc = track.ssrc;
+    rtp.header.payload_type = track.payload_type;
+    rtp.header.sequence_number = seq;
+    rtp.header.timestamp = ts;
+    rtp
 }
 
 /// Seals and sends one packet on a viewer's direct path; whether it left.
@@ -874,11 +882,7 @@ fn resend(peer: &mut Peer, nack: &TransportLayerNack, sockets: &Sockets, shared:
             let Some((ts, packet)) = direct.recall(seq) else {
                 continue;
             };
-            let mut rtp = packet.rtp.clone();
-            rtp.header.ssrc = track.ssrc;
-            rtp.header.payload_type = track.payload_type;
-            rtp.header.sequence_number = seq;
-            rtp.header.timestamp = ts;
+            let rtp = for_viewer(packet, track, seq, ts);
             if send_direct(direct, &rtp, sockets, shared) {
                 shared.metrics.retransmits.increment(1);
             }
