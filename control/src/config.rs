@@ -23,6 +23,9 @@ pub struct WebRtcConfig {
     /// the WebRTC library's write path (see `engine/direct.rs`); false keeps every packet on
     /// the library's path (slower, for comparison).
     pub direct_send: bool,
+    /// Packets a second one shard may send before it counts as saturated and refuses new
+    /// viewers; 0 leaves it to the shard's own measurement (busy time, lag).
+    pub shard_max_pps: u64,
 }
 
 impl Default for WebRtcConfig {
@@ -34,6 +37,7 @@ impl Default for WebRtcConfig {
             bind_ips: Vec::new(),
             ice_servers: Vec::new(),
             direct_send: true,
+            shard_max_pps: 0,
         }
     }
 }
@@ -46,6 +50,9 @@ pub struct ViewerConfig {
     pub reconnect_grace_secs: u64,
     /// Packets a shard may hold for its viewers before it drops (and counts) new ones.
     pub queue_packets: usize,
+    /// No packet older than this (since the node received it) is sent to a viewer: a shard
+    /// that falls behind skips its viewers' video to the next keyframe instead. 0: no bound.
+    pub max_delay_ms: u64,
 }
 
 impl Default for ViewerConfig {
@@ -53,6 +60,7 @@ impl Default for ViewerConfig {
         Self {
             reconnect_grace_secs: 15,
             queue_packets: 4096,
+            max_delay_ms: 300,
         }
     }
 }
@@ -61,5 +69,13 @@ impl ViewerConfig {
     /// The grace period as a duration.
     pub fn reconnect_grace(&self) -> Duration {
         Duration::from_secs(self.reconnect_grace_secs)
+    }
+
+    /// The delay bound as a duration; 0 in the file means no bound (an hour stands for it).
+    pub fn max_delay(&self) -> Duration {
+        match self.max_delay_ms {
+            0 => Duration::from_secs(3600),
+            ms => Duration::from_millis(ms),
+        }
     }
 }

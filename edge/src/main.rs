@@ -35,10 +35,11 @@ Config file keys (TOML; env WAVEGUIDE_<SECTION>_<KEY> overrides each; see deploy
              tls_cert + tls_key (PEM paths: serve HTTPS)
   [webrtc]   udp_port (8189; shard i uses udp_port+i), shards (0 = one per core),
              public_ip (NAT 1:1 address advertised), bind_ips ([] = every interface address),
-             ice_servers (STUN/TURN URLs sent in Link headers)
+             ice_servers (STUN/TURN URLs sent in Link headers), direct_send (true),
+             shard_max_pps (0 = measured: a shard saturates on busy time and lag)
   [service]  kind (\"open\" | \"static\" | \"webhook\"), [[service.streams]] name, key | key_sha256,
              ftl_channel; webhook: url, timeout_ms (2000), cache_ttl_secs (30)
-  [viewers]  reconnect_grace_secs (15), queue_packets (4096)
+  [viewers]  reconnect_grace_secs (15), queue_packets (4096), max_delay_ms (300; 0 = no bound)
   [ftl]      enabled (true), listen (0.0.0.0:8084), media_port (8085)
   [rtmp]     enabled (true), listen (0.0.0.0:1935); publish to rtmp://HOST:1935/live/<stream key>
   [grpc]     enabled (true), listen (0.0.0.0:50051), public_url (derived from listen),

@@ -440,6 +440,7 @@ mod tests {
             epoch: 0,
             keyframe_start: false,
             rtp: packet(7),
+            received: Instant::now(),
         });
         path.remember(7, 700, &media);
         assert_eq!(path.recall(7).map(|(ts, _)| ts), Some(700));

@@ -1,6 +1,7 @@
 //! Publishers that are not WebRTC peers: inputs that receive RTP (FTL, the relay) or make it
 //! (RTMP) hand packets to an [`Ingest`], which feeds the same fan-out as a WHIP publisher.
 
+use super::peer::PublisherRole;
 use super::{Engine, Shared};
 use crate::error::{Error, Result};
 use crate::media::{MediaPacket, TrackKind, is_keyframe_start};
@@ -57,8 +58,37 @@ impl Source<'_> {
             epoch: self.epoch,
             keyframe_start,
             rtp,
+            received: now,
         })
     }
+}
+
+/// Turns a WHIP publisher's RTP packet into the shared packet every viewer gets; `None` for a
+/// payload type it did not negotiate or a second SSRC on a track.
+pub(super) fn from_webrtc(
+    p: &mut PublisherRole,
+    stream: u64,
+    rtp: rtc::rtp::Packet,
+    now: Instant,
+    shared: &Shared,
+) -> Option<Arc<MediaPacket>> {
+    let (index, track) = p
+        .tracks
+        .iter()
+        .enumerate()
+        .find(|(_, t)| t.payload_type == rtp.header.payload_type)?;
+    let kind = track.info.kind;
+    let ssrc = &mut p.ssrcs[kind.index()];
+    if *ssrc.get_or_insert(rtp.header.ssrc) != rtp.header.ssrc {
+        return None;
+    }
+    let source = Source {
+        stream,
+        epoch: p.epoch,
+        counters: &p.counters[index],
+        last_media: &p.last_media,
+    };
+    Some(source.packet(&track.info, rtp, now, shared))
 }
 
 /// A live non-WebRTC publisher. Dropping it ends the publish; viewers then wait out the
@@ -108,7 +138,7 @@ impl Engine {
         protocol: IngestProtocol,
         tracks: Vec<TrackInfo>,
     ) -> Result<Ingest> {
-        let session = super::new_session_id();
+        let session = super::session::new_session_id();
         let last_media = Arc::new(AtomicU64::new(0));
         let revoked = Arc::new(AtomicBool::new(false));
         let keyframe_wanted = Arc::new(AtomicBool::new(false));

@@ -8,6 +8,8 @@ pub(crate) struct EngineMetrics {
     pub packets_out: Counter,
     pub bytes_out: Counter,
     pub drops_shard_queue: Counter,
+    /// Viewer packets not sent because they were older than the delay bound.
+    pub drops_stale: Counter,
     pub drops_socket_full: Counter,
     pub drops_send_error: Counter,
     pub drops_no_route: Counter,
@@ -18,6 +20,8 @@ pub(crate) struct EngineMetrics {
     pub plis_received: Counter,
     pub nacks_received: Counter,
     pub retransmits: Counter,
+    /// Viewers refused because every shard was saturated.
+    pub viewers_refused_saturated: Counter,
     /// Viewer tracks moved to the direct path, and those left on rtc's.
     pub tracks_direct: Counter,
     pub tracks_rtc: Counter,
@@ -35,6 +39,7 @@ impl EngineMetrics {
             packets_out: counter!("waveguide_packets_out_total"),
             bytes_out: counter!("waveguide_bytes_out_total"),
             drops_shard_queue: drops("shard_queue_full"),
+            drops_stale: drops("stale"),
             drops_socket_full: drops("socket_full"),
             drops_send_error: drops("send_error"),
             drops_no_route: drops("no_route"),
@@ -45,6 +50,7 @@ impl EngineMetrics {
             plis_received: counter!("waveguide_viewer_plis_total"),
             nacks_received: counter!("waveguide_nacks_total"),
             retransmits: counter!("waveguide_retransmits_total"),
+            viewers_refused_saturated: counter!("waveguide_viewers_refused_total", "reason" => "saturated"),
             tracks_direct: counter!("waveguide_viewer_tracks_total", "path" => "direct"),
             tracks_rtc: counter!("waveguide_viewer_tracks_total", "path" => "rtc"),
             join_seconds: histogram!("waveguide_join_seconds"),

@@ -101,6 +101,7 @@ mod tests {
             epoch,
             keyframe_start: key,
             rtp,
+            received: Instant::now(),
         }
     }
 

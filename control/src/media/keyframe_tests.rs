@@ -14,6 +14,7 @@ fn packet(seq: u16, ts: u32, key: bool) -> Arc<MediaPacket> {
         epoch: 0,
         keyframe_start: key,
         rtp,
+        received: std::time::Instant::now(),
     })
 }
 

@@ -2,6 +2,7 @@
 
 use rtc::rtp;
 use serde::Serialize;
+use std::time::Instant;
 
 /// Audio or video.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -38,4 +39,17 @@ pub struct MediaPacket {
     pub keyframe_start: bool,
     /// The packet, header extensions stripped (ids are per connection).
     pub rtp: rtp::Packet,
+    /// When the node received it from the publisher: a shard never sends a packet older than
+    /// the configured bound (`[viewers] max_delay_ms`), however far behind it has fallen.
+    pub received: Instant,
+}
+
+impl MediaPacket {
+    /// The same packet with a payload of its own, for one shard: the shards then share no
+    /// reference count (see the engine's shard).
+    pub fn copy_for_shard(&self) -> Self {
+        let mut rtp = self.rtp.clone();
+        rtp.payload = bytes::Bytes::copy_from_slice(&self.rtp.payload);
+        Self { rtp, ..*self }
+    }
 }

@@ -65,6 +65,11 @@ impl LoadSampler {
             }
             (None, _) => 0.0,
         };
+        // A saturated shard refuses new viewers: the orchestrator must see the node as that
+        // much fuller, whatever the process's CPU share says (all shards saturated = full).
+        let shards = engine.shard_loads();
+        let saturated = shards.iter().filter(|(_, _, s)| *s).count();
+        let cpu = cpu.max(saturated as f64 / shards.len().max(1) as f64);
         let statuses = engine.streams().statuses(now);
         let mut load = v1::NodeLoad {
             cpu,

@@ -195,13 +195,26 @@ impl EdgeArgs {
 struct BenchArgs {
     #[command(flatten)]
     edge: EdgeArgs,
-    /// Core the edge is pinned to (and the limit loop runs on).
+    /// Core the edge is pinned to (and the limit loop runs on); with --shards N, the first of
+    /// N consecutive cores.
     #[arg(long, default_value_t = 0)]
     edge_core: usize,
+    /// The edge's cores, instead of --edge-core and the ones after it (they may overlap the
+    /// tool's on a small host: the edge's CPU time is still its own).
+    #[arg(long, value_delimiter = ',')]
+    edge_cores: Vec<usize>,
     /// Core the load tool is pinned to (and the limit's receivers).
     #[arg(long, default_value_t = 1)]
     tool_core: usize,
-    /// Viewer counts of the steps; finer near the edge's limit, where the answer lies.
+    /// The tool's cores, instead of --tool-core.
+    #[arg(long, value_delimiter = ',')]
+    tool_cores: Vec<usize>,
+    /// Viewers per core measured with one shard on this host: the JSON line then has the
+    /// scaling efficiency viewers(N) / (N x viewers(1)).
+    #[arg(long)]
+    single_shard_viewers: Option<usize>,
+    /// Viewer counts of the steps, per edge core; finer near the edge's limit, where the
+    /// answer lies.
     #[arg(
         long,
         value_delimiter = ',',
@@ -324,8 +337,18 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
 fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let mut plan = BenchPlan::new();
     plan.edge = args.edge.spec();
-    plan.edge.core = Some(args.edge_core);
-    plan.tool_core = Some(args.tool_core);
+    let shards = usize::from(plan.edge.shards.max(1));
+    plan.edge.cores = if args.edge_cores.is_empty() {
+        (args.edge_core..args.edge_core + shards).collect()
+    } else {
+        args.edge_cores.clone()
+    };
+    plan.tool_cores = if args.tool_cores.is_empty() {
+        vec![args.tool_core]
+    } else {
+        args.tool_cores.clone()
+    };
+    plan.single_shard_viewers_per_core = args.single_shard_viewers;
     plan.steps = args.steps;
     plan.step_secs = args.step_secs;
     plan.ramp = args.ramp;

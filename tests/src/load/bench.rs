@@ -3,6 +3,10 @@
 //! memory is its own), one table; then [the limit](super::limit) on the edge's core, and the
 //! ratio. The last line of the output is one JSON object ([`BenchReport`]).
 //!
+//! With `--shards N` the edge runs N shards pinned to N cores and the tool to the others;
+//! steps are viewers per edge core (a step of 400 is 1,600 viewers at N = 4), and the scaling
+//! efficiency compares the result with a one-shard run's viewers per core.
+//!
 //! "Viewers per core" is the largest step in which every viewer joined, the steady window lost
 //! less than 0.1 % of packets, and the edge's core was not saturated: the edge process used
 //! less than `max_edge_cpu` of it and the core was busy less than [`SATURATED_CORE_PCT`] %
@@ -16,7 +20,7 @@ use super::limit::{self, LimitPlan, LimitResult, SendMode};
 use super::procstat::{Units, host_cpu, sample};
 use super::report::Report;
 use super::run::{progress, run};
-use super::server::{EdgeSpec, KEY, STREAM, SpawnedEdge, allowed_cores, pin_current_thread};
+use super::server::{EdgeSpec, KEY, STREAM, SpawnedEdge, allowed_cores, pin_current_thread_to};
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -32,8 +36,11 @@ pub const SATURATED_CORE_PCT: f64 = 97.0;
 #[derive(Debug, Clone)]
 pub struct BenchPlan {
     pub edge: EdgeSpec,
-    /// Core of the load tool (the edge's is `edge.core`).
-    pub tool_core: Option<usize>,
+    /// Cores of the load tool (the edge's are `edge.cores`); the first also drains the limit.
+    pub tool_cores: Vec<usize>,
+    /// Viewers per core of a one-shard run on this host, for the scaling efficiency of a
+    /// several-shard run.
+    pub single_shard_viewers_per_core: Option<usize>,
     pub steps: Vec<usize>,
     /// Length of each step's steady window.
     pub step_secs: Duration,
@@ -62,7 +69,8 @@ impl BenchPlan {
     pub fn new() -> Self {
         Self {
             edge: EdgeSpec::new(),
-            tool_core: None,
+            tool_cores: Vec::new(),
+            single_shard_viewers_per_core: None,
             steps: vec![100, 200, 300, 350, 400, 450, 500],
             step_secs: Duration::from_secs(8),
             ramp: 100.0,
@@ -135,6 +143,11 @@ pub struct BenchReport {
     pub viewers_per_core_at_full_cpu: Option<usize>,
     pub video_kbps: u32,
     pub shards: u16,
+    /// Cores the edge was pinned to (one per shard).
+    pub edge_cores: usize,
+    /// `viewers_per_core` over that of one shard on one core (`--single-shard-viewers`):
+    /// 1.0 is linear scaling.
+    pub scaling_efficiency: Option<f64>,
     /// The edge's `[webrtc] direct_send`.
     pub direct_send: bool,
     pub other_cpu_cores_max: Option<f64>,
@@ -147,12 +160,18 @@ fn round1(v: f64) -> f64 {
 }
 
 fn step_of(plan: &BenchPlan, viewers: usize, r: &Report) -> Step {
-    let edge_cpu = r.server_cpu_cores;
-    let core_busy = plan
+    let edge_cores = plan.edge.cores.len().max(1) as f64;
+    // Per core of the edge: the process's CPU and its cores' busy share, averaged.
+    let edge_cpu_per_core = r.server_cpu_cores.map(|c| c / edge_cores);
+    let busy: Vec<f64> = plan
         .edge
-        .core
-        .and_then(|c| r.core_busy.get(c).copied())
-        .map(|b| round1(b * 100.0));
+        .cores
+        .iter()
+        .filter_map(|&c| r.core_busy.get(c).copied())
+        .collect();
+    let core_busy =
+        (!busy.is_empty()).then(|| round1(busy.iter().sum::<f64>() / busy.len() as f64 * 100.0));
+    let edge_cpu = r.server_cpu_cores;
     let us = edge_cpu
         .filter(|_| r.rx_packets_per_s > 0.0)
         .map(|c| (c * 1e6 / r.rx_packets_per_s * 100.0).round() / 100.0);
@@ -163,7 +182,7 @@ fn step_of(plan: &BenchPlan, viewers: usize, r: &Report) -> Step {
     if r.loss_pct_window >= limit::MAX_LOSS_PCT {
         notes.push("loss".to_owned());
     }
-    if edge_cpu.is_none_or(|c| c >= plan.max_edge_cpu) {
+    if edge_cpu_per_core.is_none_or(|c| c >= plan.max_edge_cpu) {
         notes.push("edge saturated".to_owned());
     } else if core_busy.is_some_and(|b| b >= SATURATED_CORE_PCT) {
         // The edge's core was full, of the edge's kernel work or of other processes: the
@@ -179,7 +198,7 @@ fn step_of(plan: &BenchPlan, viewers: usize, r: &Report) -> Step {
         joined: r.viewers_joined,
         egress_mbps: round1(r.rx_mbps),
         packets_per_s: r.rx_packets_per_s,
-        edge_cpu_pct: edge_cpu.map(|c| round1(c * 100.0)),
+        edge_cpu_pct: edge_cpu_per_core.map(|c| round1(c * 100.0)),
         edge_core_busy_pct: core_busy,
         cpu_us_per_packet: us,
         loss_pct: r.loss_pct_window,
@@ -270,22 +289,23 @@ pub fn bench(plan: &BenchPlan) -> Result<BenchReport, LoadError> {
         ));
     }
     let cores = allowed_cores();
-    for core in [plan.edge.core, plan.tool_core].into_iter().flatten() {
+    for &core in plan.edge.cores.iter().chain(&plan.tool_cores) {
         if !cores.contains(&core) {
             return Err(LoadError::Config(format!(
                 "core {core} is not available (allowed: {cores:?})"
             )));
         }
     }
-    if let Some(core) = plan.tool_core {
-        pin_current_thread(core)?;
+    if !plan.tool_cores.is_empty() {
+        pin_current_thread_to(&plan.tool_cores)?;
     }
     let clip_path = match &plan.clip {
         Some(p) => p.clone(),
         None => ensure_clip(&plan.video, &crate::target_dir().join("waveguide-load"))?,
     };
     let mut steps = Vec::new();
-    for &viewers in &plan.steps {
+    for &per_core in &plan.steps {
+        let viewers = per_core * plan.edge.cores.len().max(1);
         let step = run_step(plan, viewers, &clip_path)?;
         progress(format_args!(
             "bench: {viewers} viewers: {} Mbps, edge CPU {:?} %, loss {} %, join p95 {:?} ms, \
@@ -322,21 +342,23 @@ pub fn bench(plan: &BenchPlan) -> Result<BenchReport, LoadError> {
             clip,
             fps: plan.video.fps,
             audio_kbps: plan.audio_kbps,
-            sender_core: plan.edge.core,
-            drain_core: plan.tool_core,
+            sender_core: plan.edge.cores.first().copied(),
+            drain_core: plan.tool_cores.first().copied(),
             probe: Duration::from_secs_f64(gops * gop_secs),
             max_receivers: plan.limit_max,
             batch: plan.limit_batch,
         };
         progress(format_args!(
             "bench: the limit on core {:?}, {:.1} s probes",
-            plan.edge.core,
+            plan.edge.cores.first(),
             limit_plan.probe.as_secs_f64()
         ));
         wait_quiet(plan);
         limits = limit::measure(&limit_plan, &plan.limit_modes)?;
     }
-    let viewers_per_core = best.map_or(0, |s| s.viewers);
+    // Steps count viewers of the whole edge; per core is per shard's core.
+    let edge_cores = plan.edge.cores.len().max(1);
+    let viewers_per_core = best.map_or(0, |s| s.viewers / edge_cores);
     let limit_of = |mode| limits.iter().find(|l| l.mode == mode).map(|l| l.viewers);
     let limit_viewers = limit_of(SendMode::SendTo);
     Ok(BenchReport {
@@ -354,6 +376,11 @@ pub fn bench(plan: &BenchPlan) -> Result<BenchReport, LoadError> {
         viewers_per_core_at_full_cpu: at_full,
         video_kbps: plan.video.bitrate_kbps,
         shards: plan.edge.shards,
+        edge_cores,
+        scaling_efficiency: plan
+            .single_shard_viewers_per_core
+            .filter(|&one| one > 0)
+            .map(|one| (viewers_per_core as f64 / one as f64 * 1000.0).round() / 1000.0),
         direct_send: plan.edge.direct_send,
         other_cpu_cores_max: steps
             .iter()
@@ -415,9 +442,10 @@ impl BenchReport {
         }
         let _ = writeln!(
             out,
-            "viewers per core: edge {} (shards = {}, direct_send = {}, {} kbps video), limit {} → ratio {}",
+            "viewers per core: edge {} (shards = {} on {} cores, direct_send = {}, {} kbps video), limit {} → ratio {}",
             self.viewers_per_core,
             self.shards,
+            self.edge_cores,
             self.direct_send,
             self.video_kbps,
             self.limit_viewers_per_core
@@ -429,6 +457,9 @@ impl BenchReport {
                 out,
                 "edge at 100 % of its core, from its CPU µs per packet: about {full} viewers"
             );
+        }
+        if let Some(e) = self.scaling_efficiency {
+            let _ = writeln!(out, "scaling efficiency against one shard on one core: {e}");
         }
         let _ = writeln!(
             out,

@@ -20,8 +20,15 @@ pub const KEY: &str = "demo-key";
 
 /// Pins the calling thread (and the threads and processes it starts afterwards) to `core`.
 pub fn pin_current_thread(core: usize) -> Result<(), LoadError> {
+    pin_current_thread_to(&[core])
+}
+
+/// Pins the calling thread (and what it starts afterwards) to the set `cores`.
+pub fn pin_current_thread_to(cores: &[usize]) -> Result<(), LoadError> {
     let mut set = CpuSet::new();
-    set.set(core)?;
+    for &core in cores {
+        set.set(core)?;
+    }
     sched_setaffinity(Pid::from_raw(0), &set)?;
     Ok(())
 }
@@ -43,8 +50,8 @@ pub struct EdgeSpec {
     pub bin: PathBuf,
     /// `[webrtc] shards`.
     pub shards: u16,
-    /// Core to pin the edge (every thread) to.
-    pub core: Option<usize>,
+    /// Cores to pin the edge (every thread) to; empty: not pinned.
+    pub cores: Vec<usize>,
     /// `[webrtc] direct_send`: false sends every packet through `rtc`'s write path.
     pub direct_send: bool,
     /// Where the config and the log go.
@@ -57,7 +64,7 @@ impl EdgeSpec {
         Self {
             bin: crate::target_dir().join("release/waveguide-edge"),
             shards: 1,
-            core: None,
+            cores: Vec::new(),
             direct_send: true,
             dir: crate::target_dir().join("waveguide-load"),
         }
@@ -125,17 +132,16 @@ impl SpawnedEdge {
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out);
-        let child = match spec.core {
+        let child = if spec.cores.is_empty() {
+            command.spawn()?
+        } else {
             // The child inherits the mask of the thread that forks it: pin this thread for
             // the spawn, then put it back.
-            Some(core) => {
-                let before = sched_getaffinity(Pid::from_raw(0))?;
-                pin_current_thread(core)?;
-                let child = command.spawn();
-                sched_setaffinity(Pid::from_raw(0), &before)?;
-                child?
-            }
-            None => command.spawn()?,
+            let before = sched_getaffinity(Pid::from_raw(0))?;
+            pin_current_thread_to(&spec.cores)?;
+            let child = command.spawn();
+            sched_setaffinity(Pid::from_raw(0), &before)?;
+            child?
         };
         let mut edge = SpawnedEdge {
             child,
