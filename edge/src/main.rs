@@ -40,8 +40,10 @@ Config file keys (TOML; env WAVEGUIDE_<SECTION>_<KEY> overrides each; see deploy
   [service]  kind (\"open\" | \"static\" | \"webhook\"), [[service.streams]] name, key | key_sha256,
              ftl_channel; webhook: url, timeout_ms (2000), cache_ttl_secs (30)
   [viewers]  reconnect_grace_secs (15), queue_packets (4096), max_delay_ms (300; 0 = no bound)
-  [ftl]      enabled (true), listen (0.0.0.0:8084), media_port (8085)
-  [rtmp]     enabled (true), listen (0.0.0.0:1935); publish to rtmp://HOST:1935/live/<stream key>
+  [ftl]      enabled (true), listen (0.0.0.0:8084), media_port (8085), max_connections (512),
+             max_connections_per_ip (8), connect_timeout_secs (10)
+  [rtmp]     enabled (true), listen (0.0.0.0:1935); publish to rtmp://HOST:1935/live/<stream key>;
+             max_connections (512), max_connections_per_ip (8), publish_timeout_secs (10)
   [grpc]     enabled (true), listen (0.0.0.0:50051), public_url (derived from listen),
              tls_cert + tls_key (PEM paths: gRPC over TLS)
   [cluster]  token (gRPC auth both ways + redirect tickets; unset = standalone),
@@ -205,7 +207,11 @@ async fn run(config: EdgeConfig, log: grpc::LogReload) -> anyhow::Result<()> {
         let rtmp = tokio::net::TcpListener::bind(config.rtmp.listen)
             .await
             .with_context(|| format!("binding RTMP {}", config.rtmp.listen))?;
-        tokio::spawn(waveguide_inputs::rtmp::serve(rtmp, Arc::clone(&engine)));
+        tokio::spawn(waveguide_inputs::rtmp::serve(
+            rtmp,
+            config.rtmp.clone(),
+            Arc::clone(&engine),
+        ));
     }
     let grpc_listener = if config.grpc.enabled {
         Some(

@@ -170,6 +170,13 @@ impl ControlChannel {
         self.replies.extend_from_slice(b"405\n");
     }
 
+    /// Refuses with another FTL reply code (`403`/`404`: the declared audio/video SSRC is
+    /// in use); the owner closes the connection after sending it.
+    pub fn refuse(&mut self, code: u16) {
+        self.replies
+            .extend_from_slice(format!("{code}\n").as_bytes());
+    }
+
     /// Media is expected on UDP `port`.
     pub fn media_port(&mut self, port: u16) {
         if self.state == State::AwaitPort {

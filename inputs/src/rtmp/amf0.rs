@@ -1,14 +1,23 @@
 //! AMF0, the value encoding of RTMP commands and metadata: decode every type a client may send,
 //! encode the ones our replies use.
 //!
-//! Owns the wire format only; what a command means lives in `commands`. Decoding is bounded:
-//! nesting depth is capped, and counts claimed by the input are never trusted for allocation.
+//! Owns the wire format only; what a command means lives in `commands`. Decoding is bounded by
+//! its input: nesting depth is capped, counts claimed by the input are never trusted for
+//! allocation (a strict array claiming more elements than bytes remain is refused before any
+//! element is read), and one decode produces at most [`MAX_VALUES`] values. A value takes about
+//! 56 bytes in memory however short its encoding (`null` is one byte), so without that cap an
+//! 8 MiB message of `null`s would decode to ~450 MB; with it, a decode holds at most its input's
+//! string bytes plus `MAX_VALUES` values (well under 1 MiB).
 
 use bytes::{BufMut, BytesMut};
 
 /// Objects nested deeper than this are refused (a hostile peer could otherwise recurse us
 /// off the stack with a few bytes per level).
 const MAX_DEPTH: usize = 16;
+
+/// Values (object properties included) one [`decode_all`] produces at most. `connect` carries
+/// about ten, `onMetaData` a few dozen; a message needing more is refused, not decoded.
+pub const MAX_VALUES: usize = 4096;
 
 const NUMBER: u8 = 0x00;
 const BOOLEAN: u8 = 0x01;
@@ -74,6 +83,9 @@ pub enum AmfError {
     /// A string that is not UTF-8.
     #[error("AMF0 string is not UTF-8")]
     NotUtf8,
+    /// More values than [`MAX_VALUES`] in one message.
+    #[error("AMF0 message holds more than {MAX_VALUES} values")]
+    TooManyValues,
 }
 
 impl Value {
@@ -104,18 +116,28 @@ impl Value {
     }
 }
 
-/// Decodes every value in `input` (a command's body is a sequence of values).
-pub fn decode_all(mut input: &[u8]) -> Result<Vec<Value>, AmfError> {
+/// Decodes every value in `input` (a command's body is a sequence of values), at most
+/// [`MAX_VALUES`] of them.
+pub fn decode_all(input: &[u8]) -> Result<Vec<Value>, AmfError> {
+    let mut budget = MAX_VALUES;
+    decode_all_within(input, &mut budget)
+}
+
+/// Decodes every value in `input`, taking each from `budget` (shared by several messages
+/// that are held at once, such as the data tags of one aggregate message).
+pub fn decode_all_within(mut input: &[u8], budget: &mut usize) -> Result<Vec<Value>, AmfError> {
     let mut values = Vec::new();
     while !input.is_empty() {
-        values.push(decode(&mut input, 0)?);
+        values.push(decode(&mut input, 0, budget)?);
     }
     Ok(values)
 }
 
-/// Decodes one value from the front of `input`, advancing it.
+/// Decodes one value from the front of `input`, advancing it (at most [`MAX_VALUES`] values
+/// inside it).
 pub fn decode_one(input: &mut &[u8]) -> Result<Value, AmfError> {
-    decode(input, 0)
+    let mut budget = MAX_VALUES;
+    decode(input, 0, &mut budget)
 }
 
 fn take<'a>(input: &mut &'a [u8], n: usize) -> Result<&'a [u8], AmfError> {
@@ -164,8 +186,18 @@ fn long_string(input: &mut &[u8]) -> Result<String, AmfError> {
     utf8(take(input, len)?)
 }
 
+/// Takes one value from the budget.
+fn spend(budget: &mut usize) -> Result<(), AmfError> {
+    *budget = budget.checked_sub(1).ok_or(AmfError::TooManyValues)?;
+    Ok(())
+}
+
 /// Properties up to the empty-key object-end marker.
-fn properties(input: &mut &[u8], depth: usize) -> Result<Vec<(String, Value)>, AmfError> {
+fn properties(
+    input: &mut &[u8],
+    depth: usize,
+    budget: &mut usize,
+) -> Result<Vec<(String, Value)>, AmfError> {
     let mut props = Vec::new();
     loop {
         let key = short_string(input)?;
@@ -173,35 +205,43 @@ fn properties(input: &mut &[u8], depth: usize) -> Result<Vec<(String, Value)>, A
             *input = &input[1..];
             return Ok(props);
         }
-        let value = decode(input, depth + 1)?;
+        let value = decode(input, depth + 1, budget)?;
         props.push((key, value));
     }
 }
 
-fn decode(input: &mut &[u8], depth: usize) -> Result<Value, AmfError> {
+fn decode(input: &mut &[u8], depth: usize, budget: &mut usize) -> Result<Value, AmfError> {
     if depth > MAX_DEPTH {
         return Err(AmfError::TooDeep);
     }
+    spend(budget)?;
     let marker = u8_of(input)?;
     Ok(match marker {
         NUMBER => Value::Number(f64_of(input)?),
         BOOLEAN => Value::Boolean(u8_of(input)? != 0),
         STRING => Value::String(short_string(input)?),
-        OBJECT => Value::Object(properties(input, depth)?),
+        OBJECT => Value::Object(properties(input, depth, budget)?),
         NULL => Value::Null,
         UNDEFINED => Value::Undefined,
         REFERENCE => Value::Reference(u16_of(input)?),
         ECMA_ARRAY => {
             // The count is a hint; the end marker is authoritative (ffmpeg writes both).
             let _count = u32_of(input)?;
-            Value::EcmaArray(properties(input, depth)?)
+            Value::EcmaArray(properties(input, depth, budget)?)
         }
         STRICT_ARRAY => {
-            let count = u32_of(input)?;
-            // Never trust the count for allocation: each element needs at least one byte.
-            let mut items = Vec::with_capacity((count as usize).min(input.len()));
+            let count = u32_of(input)? as usize;
+            // Every element takes at least its marker byte: a count beyond the bytes left is a
+            // lie, refused before anything is allocated for it.
+            if count > input.len() {
+                return Err(AmfError::Truncated);
+            }
+            if count > *budget {
+                return Err(AmfError::TooManyValues);
+            }
+            let mut items = Vec::new();
             for _ in 0..count {
-                items.push(decode(input, depth + 1)?);
+                items.push(decode(input, depth + 1, budget)?);
             }
             Value::StrictArray(items)
         }
@@ -215,7 +255,7 @@ fn decode(input: &mut &[u8], depth: usize) -> Result<Value, AmfError> {
         XML_DOCUMENT => Value::XmlDocument(long_string(input)?),
         TYPED_OBJECT => {
             let class = short_string(input)?;
-            Value::TypedObject(class, properties(input, depth)?)
+            Value::TypedObject(class, properties(input, depth, budget)?)
         }
         MOVIECLIP | OBJECT_END => return Err(AmfError::UnknownMarker(marker)),
         other => return Err(AmfError::UnknownMarker(other)),
@@ -396,16 +436,93 @@ mod tests {
             decode_all(&[0x0a, 0xff, 0xff, 0xff, 0xff]),
             Err(AmfError::Truncated)
         );
+        // ... or in 8 MiB: refused before any element is decoded or allocated.
+        let mut lying = vec![0x0a, 0xff, 0xff, 0xff, 0xff];
+        lying.resize(8 << 20, NULL);
+        assert_eq!(decode_all(&lying), Err(AmfError::Truncated));
         // Deep nesting.
         let mut deep = Vec::new();
         for _ in 0..100 {
             deep.extend_from_slice(&[0x03, 0x00, 0x01, b'k']);
         }
         assert_eq!(decode_all(&deep), Err(AmfError::TooDeep));
+        // Deep nesting through strict arrays too.
+        let mut deep = Vec::new();
+        for _ in 0..100 {
+            deep.extend_from_slice(&[0x0a, 0, 0, 0, 1]);
+        }
+        deep.push(NULL);
+        assert_eq!(decode_all(&deep), Err(AmfError::TooDeep));
         // Every prefix of a valid command fails cleanly.
         let v = encode_all(&[string("publish"), Value::Number(5.0), Value::Null]);
         for n in 0..v.len() {
             let _ = decode_all(&v[..n]);
         }
+    }
+
+    /// The memory a decoded value holds: the value itself plus what it points to.
+    fn held(v: &Value) -> usize {
+        let props = |p: &Vec<(String, Value)>| {
+            p.capacity() * std::mem::size_of::<(String, Value)>()
+                + p.iter()
+                    .map(|(k, v)| k.capacity() + held(v) - std::mem::size_of::<Value>())
+                    .sum::<usize>()
+        };
+        std::mem::size_of::<Value>()
+            + match v {
+                Value::String(s) | Value::XmlDocument(s) => s.capacity(),
+                Value::Object(p) | Value::EcmaArray(p) => props(p),
+                Value::TypedObject(c, p) => c.capacity() + props(p),
+                Value::StrictArray(items) => {
+                    items.capacity() * std::mem::size_of::<Value>()
+                        + items
+                            .iter()
+                            .map(|v| held(v) - std::mem::size_of::<Value>())
+                            .sum::<usize>()
+                }
+                _ => 0,
+            }
+    }
+
+    #[test]
+    fn decoded_memory_is_bounded_by_the_input() {
+        // 8 MiB of one-byte `null`s (the ~48x amplification): refused at the value cap.
+        let nulls = vec![NULL; 8 << 20];
+        assert_eq!(decode_all(&nulls), Err(AmfError::TooManyValues));
+        // The same inside an object, an ECMA array and a strict array.
+        for head in [
+            &[OBJECT][..],
+            &[ECMA_ARRAY, 0, 0, 0, 0][..],
+            &[STRICT_ARRAY, 0, 0x10, 0, 0][..],
+        ] {
+            let mut v = head.to_vec();
+            for i in 0..(1u32 << 20) {
+                if head[0] != STRICT_ARRAY {
+                    v.extend_from_slice(&[0, 1, (i % 26) as u8 + b'a']);
+                }
+                v.push(NULL);
+            }
+            assert_eq!(decode_all(&v), Err(AmfError::TooManyValues), "{head:?}");
+        }
+        // Just under the cap decodes, and holds a bounded multiple of the cap, whatever the
+        // input's shape: values and properties alike.
+        let ok = vec![NULL; MAX_VALUES];
+        let values = decode_all(&ok).unwrap();
+        assert_eq!(values.len(), MAX_VALUES);
+        let mut obj = vec![OBJECT];
+        for _ in 0..MAX_VALUES - 1 {
+            obj.extend_from_slice(&[0, 1, b'k', BOOLEAN, 1]);
+        }
+        obj.extend_from_slice(&[0, 0, OBJECT_END]);
+        let value = decode_all(&obj).unwrap().remove(0);
+        let bound = obj.len() + 2 * MAX_VALUES * std::mem::size_of::<(String, Value)>();
+        assert!(held(&value) <= bound, "{} > {bound}", held(&value));
+        assert!(
+            bound < 1 << 20,
+            "the cap keeps a decode under 1 MiB: {bound}"
+        );
+        let mut one_more = ok;
+        one_more.push(NULL);
+        assert_eq!(decode_all(&one_more), Err(AmfError::TooManyValues));
     }
 }

@@ -114,6 +114,13 @@ impl ChunkReader {
         }
     }
 
+    /// Changes the bounds (raised once a publisher is authorized). Partial messages already
+    /// held stay; the new bounds apply from the next chunk on.
+    pub fn set_limits(&mut self, max_message: u32, max_buffered: usize) {
+        self.max_message = max_message;
+        self.max_buffered = max_buffered;
+    }
+
     /// Applies the peer's `Set Chunk Size`.
     pub fn set_chunk_size(&mut self, size: u32) -> Result<(), RtmpError> {
         if size == 0 || size > MAX_CHUNK_SIZE {

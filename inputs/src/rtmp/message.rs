@@ -138,8 +138,15 @@ pub fn classify(message: Message, out: &mut Vec<Incoming>) -> Result<(), RtmpErr
             stream_id,
             values: amf0::decode_all(payload.get(1..).unwrap_or_default())?,
         },
-        DATA_AMF0 => Incoming::Data(amf0::decode_all(&payload)?),
-        DATA_AMF3 => Incoming::Data(amf0::decode_all(payload.get(1..).unwrap_or_default())?),
+        DATA_AMF0 | DATA_AMF3 => {
+            let body = if type_id == DATA_AMF3 {
+                payload.get(1..).unwrap_or_default()
+            } else {
+                &payload[..]
+            };
+            let mut budget = amf0::MAX_VALUES;
+            data(body, type_id, &mut budget)?
+        }
         AGGREGATE => return aggregate(&payload, timestamp, out),
         other => Incoming::Ignored(other),
     };
@@ -147,11 +154,23 @@ pub fn classify(message: Message, out: &mut Vec<Incoming>) -> Result<(), RtmpErr
     Ok(())
 }
 
+/// A data message (`@setDataFrame`): metadata is optional, so one holding more values than
+/// the decoder takes is skipped rather than ending the connection; malformed AMF still does.
+fn data(body: &[u8], type_id: u8, budget: &mut usize) -> Result<Incoming, RtmpError> {
+    match amf0::decode_all_within(body, budget) {
+        Ok(values) => Ok(Incoming::Data(values)),
+        Err(amf0::AmfError::TooManyValues) => Ok(Incoming::Ignored(type_id)),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Sub-messages of an aggregate are FLV tags: type, size, timestamp, stream id, body, back
 /// pointer. Their timestamps are offsets from the first one, re-based on the message's.
 fn aggregate(payload: &Bytes, timestamp: u32, out: &mut Vec<Incoming>) -> Result<(), RtmpError> {
     let mut pos = 0;
     let mut first_ts = None;
+    // One value budget for all the data tags: they are all held at once.
+    let mut budget = amf0::MAX_VALUES;
     while pos < payload.len() {
         let head = payload
             .get(pos..pos + 11)
@@ -176,7 +195,7 @@ fn aggregate(payload: &Bytes, timestamp: u32, out: &mut Vec<Incoming>) -> Result
                 timestamp: sub_ts,
                 payload: body,
             }),
-            DATA_AMF0 => out.push(Incoming::Data(amf0::decode_all(&body)?)),
+            DATA_AMF0 => out.push(data(&body, ty, &mut budget)?),
             other => out.push(Incoming::Ignored(other)),
         }
         pos = body_end + 4;
@@ -242,6 +261,34 @@ mod tests {
         classify(m, &mut out).unwrap();
         assert!(matches!(&out[0], Incoming::Video { timestamp: 100, .. }));
         assert!(matches!(&out[1], Incoming::Audio { timestamp: 120, .. }));
+    }
+
+    #[test]
+    fn data_tags_of_one_aggregate_share_one_value_budget() {
+        // 300 data tags of 4000 `null`s each: each alone is within the budget, together
+        // they would hold 1.2 M values. Those past the budget are skipped.
+        let mut payload = Vec::new();
+        for i in 0..300 {
+            payload.extend(flv_tag(DATA_AMF0, i, &[0x05; 4000]));
+        }
+        let m = Message {
+            csid: 4,
+            timestamp: 0,
+            type_id: AGGREGATE,
+            stream_id: 1,
+            payload: Bytes::from(payload),
+        };
+        let mut out = Vec::new();
+        classify(m, &mut out).unwrap();
+        let decoded: usize = out
+            .iter()
+            .map(|i| match i {
+                Incoming::Data(v) => v.len(),
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(decoded, 4000);
+        assert_eq!(out.len(), 300);
     }
 
     #[test]

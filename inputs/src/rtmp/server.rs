@@ -4,12 +4,19 @@
 //! The only part of RTMP that owns sockets and clocks. Each connection is its own task; a
 //! connection that sends garbage, stalls, or breaks a limit ends with one log line and touches
 //! nothing else. Stream keys are never logged.
+//!
+//! Before its key is accepted a connection is cheap to hold: it counts against
+//! `max_connections` and `max_connections_per_ip` (refused at accept past them), it has
+//! `publish_timeout_secs` from accept to an accepted `publish` however it trickles its bytes,
+//! and the session keeps its messages to 64 KiB until then.
 
+use super::config::RtmpConfig;
 use super::error::{MediaError, RtmpError};
 use super::handshake::RANDOM_LEN;
 use super::publisher::{Notice, Publisher};
 use super::session::{Event, Session, SessionConfig};
 use super::video::BFrames;
+use crate::admission::{Admission, LogThrottle};
 use rand::RngCore;
 use rtc::rtp;
 use std::net::SocketAddr;
@@ -17,7 +24,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 use waveguide_control::engine::Ingest;
 use waveguide_control::media::TrackKind;
@@ -25,10 +31,6 @@ use waveguide_control::service::PublishRequest;
 use waveguide_control::stream::IngestProtocol;
 use waveguide_control::{Engine, Error as ControlError};
 
-/// Connections served at once; more are refused at accept.
-const MAX_CONNECTIONS: usize = 512;
-/// Time a client has to complete the handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection that sends nothing for this long is closed (publishers send media and
 /// acknowledgements continuously).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -50,6 +52,8 @@ enum ConnectionError {
     Io(#[from] std::io::Error),
     #[error("no data for {0:?}")]
     Timeout(Duration),
+    #[error("no accepted publish within {0:?} of connecting")]
+    NotPublishing(Duration),
     #[error("publish refused: {0}")]
     Refused(ControlError),
     #[error("no sequence header within {0:?} of publish")]
@@ -59,8 +63,10 @@ enum ConnectionError {
 }
 
 /// Accepts RTMP publishers on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, engine: Arc<Engine>) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+pub async fn serve(listener: TcpListener, config: RtmpConfig, engine: Arc<Engine>) {
+    let admission = Admission::new(config.max_connections, config.max_connections_per_ip);
+    let publish_timeout = config.publish_timeout();
+    let mut refusals = LogThrottle::new(Duration::from_secs(10));
     loop {
         let (socket, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -71,15 +77,27 @@ pub async fn serve(listener: TcpListener, engine: Arc<Engine>) {
                 continue;
             }
         };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            warn!(%peer, "RTMP: {MAX_CONNECTIONS} connections open; refusing");
-            continue;
+        let slot = match admission.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                metrics::counter!(
+                    "waveguide_ingest_refused_total",
+                    "protocol" => "rtmp",
+                    "cause" => refusal.cause()
+                )
+                .increment(1);
+                if let Some(more) = refusals.allow(Instant::now()) {
+                    warn!(%peer, "RTMP: {refusal}; refusing (and {more} more since the last line)");
+                }
+                continue;
+            }
         };
         let engine = Arc::clone(&engine);
         tokio::spawn(async move {
             let _slot = slot;
             let _ = socket.set_nodelay(true);
-            let mut connection = Connection::new(engine, peer);
+            let deadline = Instant::now() + publish_timeout;
+            let mut connection = Connection::new(engine, peer, deadline, publish_timeout);
             let result = connection.run(socket).await;
             let stream = connection.stream.as_deref().unwrap_or("-");
             match result {
@@ -93,6 +111,11 @@ pub async fn serve(listener: TcpListener, engine: Arc<Engine>) {
 struct Connection {
     engine: Arc<Engine>,
     peer: SocketAddr,
+    /// Until a `publish` is accepted, every read, write and key check ends by then.
+    deadline: Instant,
+    publish_timeout: Duration,
+    /// Whether a `publish` was accepted (the deadline no longer applies).
+    authorized: bool,
     session: Session,
     publisher: Option<Publisher>,
     /// The key of the accepted `publish` (kept for `start_ingest`; never logged).
@@ -107,12 +130,20 @@ struct Connection {
 }
 
 impl Connection {
-    fn new(engine: Arc<Engine>, peer: SocketAddr) -> Self {
+    fn new(
+        engine: Arc<Engine>,
+        peer: SocketAddr,
+        deadline: Instant,
+        publish_timeout: Duration,
+    ) -> Self {
         let mut random = Box::new([0u8; RANDOM_LEN]);
         rand::rng().fill_bytes(&mut random[..]);
         Self {
             engine,
             peer,
+            deadline,
+            publish_timeout,
+            authorized: false,
             session: Session::new(SessionConfig::default(), 0, random),
             publisher: None,
             key: None,
@@ -124,16 +155,26 @@ impl Connection {
         }
     }
 
+    /// When an I/O step allowed `limit` must end: `limit` from now, and never past the
+    /// publish deadline while the key is not accepted.
+    fn step_deadline(&self, limit: Duration) -> (tokio::time::Instant, ConnectionError) {
+        let step = Instant::now() + limit;
+        if !self.authorized && self.deadline < step {
+            (
+                self.deadline.into(),
+                ConnectionError::NotPublishing(self.publish_timeout),
+            )
+        } else {
+            (step.into(), ConnectionError::Timeout(limit))
+        }
+    }
+
     async fn run(&mut self, mut socket: TcpStream) -> Result<(), ConnectionError> {
         let mut buf = vec![0u8; READ_BUFFER];
         loop {
-            let limit = if self.session.handshake_done() {
-                IDLE_TIMEOUT
-            } else {
-                HANDSHAKE_TIMEOUT
-            };
-            let n = match tokio::time::timeout(limit, socket.read(&mut buf)).await {
-                Err(_) => return Err(ConnectionError::Timeout(limit)),
+            let (until, late) = self.step_deadline(IDLE_TIMEOUT);
+            let n = match tokio::time::timeout_at(until, socket.read(&mut buf)).await {
+                Err(_) => return Err(late),
                 Ok(result) => result?,
             };
             if n == 0 {
@@ -159,8 +200,9 @@ impl Connection {
 
     async fn flush(&mut self, socket: &mut TcpStream) -> Result<(), ConnectionError> {
         while let Some(bytes) = self.session.take_output() {
-            match tokio::time::timeout(WRITE_TIMEOUT, socket.write_all(&bytes)).await {
-                Err(_) => return Err(ConnectionError::Timeout(WRITE_TIMEOUT)),
+            let (until, late) = self.step_deadline(WRITE_TIMEOUT);
+            match tokio::time::timeout_at(until, socket.write_all(&bytes)).await {
+                Err(_) => return Err(late),
                 Ok(result) => result?,
             }
         }
@@ -222,14 +264,24 @@ impl Connection {
             remote_addr: Some(self.peer),
             ticket: None,
         };
-        let authorized = self
+        let check = self
             .engine
             .service()
-            .authorize_publish(IngestProtocol::Rtmp, request)
-            .await;
+            .authorize_publish(IngestProtocol::Rtmp, request);
+        let authorized = match tokio::time::timeout_at(self.deadline.into(), check).await {
+            Ok(answer) => answer,
+            Err(_) => {
+                self.session.reject_publish(
+                    "NetStream.Publish.BadName",
+                    "the stream key check took too long",
+                );
+                return Err(ConnectionError::NotPublishing(self.publish_timeout));
+            }
+        };
         match authorized {
             Ok(stream) => {
                 info!(peer = %self.peer, %stream, "RTMP publish accepted");
+                self.authorized = true;
                 self.session.accept_publish();
                 let mut rng = rand::rng();
                 self.publisher = Some(Publisher::new(

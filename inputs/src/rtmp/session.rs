@@ -22,10 +22,16 @@ use std::collections::VecDeque;
 pub struct SessionConfig {
     /// The application publishers connect to (`rtmp://host/<app>/<key>`).
     pub app: String,
-    /// Longest message accepted (a keyframe of a high-bitrate stream is the largest).
+    /// Longest message accepted once `publish` is accepted (a keyframe of a high-bitrate
+    /// stream is the largest).
     pub max_message: u32,
-    /// Bytes of partial messages held across all chunk streams.
+    /// Bytes of partial messages held across all chunk streams once `publish` is accepted.
     pub max_buffered: usize,
+    /// Longest message accepted before that: until the key is checked a client has proven
+    /// nothing, and the commands it needs (`connect` … `publish`) are a few hundred bytes.
+    pub max_message_unauthorized: u32,
+    /// Bytes of partial messages held before `publish` is accepted.
+    pub max_buffered_unauthorized: usize,
     /// Chunk size we send with (announced with `Set Chunk Size`).
     pub out_chunk_size: u32,
     /// Window we ask the client to acknowledge, and the bandwidth we announce.
@@ -38,6 +44,8 @@ impl Default for SessionConfig {
             app: "live".to_owned(),
             max_message: 8 << 20,
             max_buffered: 16 << 20,
+            max_message_unauthorized: 64 << 10,
+            max_buffered_unauthorized: 64 << 10,
             out_chunk_size: 4096,
             window: 2_500_000,
         }
@@ -114,7 +122,10 @@ pub struct Session {
 impl Session {
     /// A session whose S1 carries `time_ms` and `random`.
     pub fn new(config: SessionConfig, time_ms: u32, random: Box<[u8; RANDOM_LEN]>) -> Self {
-        let reader = ChunkReader::new(config.max_message, config.max_buffered);
+        let reader = ChunkReader::new(
+            config.max_message_unauthorized,
+            config.max_buffered_unauthorized,
+        );
         Self {
             config,
             state: State::Handshake,
@@ -205,6 +216,9 @@ impl Session {
             return;
         };
         self.state = State::Publishing { stream_id };
+        // The key checked out: media messages (keyframes) may now be large.
+        self.reader
+            .set_limits(self.config.max_message, self.config.max_buffered);
         self.send_control(
             message::USER_CONTROL,
             &message::user_control_body(message::UC_STREAM_BEGIN, &stream_id.to_be_bytes()),

@@ -342,3 +342,44 @@ fn garbage_is_an_error_not_a_panic() {
     let mut s = session();
     assert!(s.receive(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").is_err());
 }
+
+#[test]
+fn small_limits_until_publish_is_accepted() {
+    // Before the key is checked: a 1 MiB command is refused at its first chunk header.
+    let mut s = session();
+    let c = Client::new();
+    let mut script = Client::handshake();
+    let huge = vec![0x05u8; 1 << 20];
+    script.extend(c.raw(3, 0, message::COMMAND_AMF0, 0, &huge));
+    let err = s.receive(&script).unwrap_err();
+    assert!(
+        matches!(err, RtmpError::MessageTooLarge { max, .. } if max == 64 << 10),
+        "{err}"
+    );
+    // Partial messages over several chunk streams hit the small budget too: two messages of
+    // 60 000 bytes, each 40 000 bytes in (chunk size 40 000), hold 80 000 > 64 KiB.
+    let mut s = session();
+    let mut script = Client::handshake();
+    script.extend(c.raw(2, 0, message::SET_CHUNK_SIZE, 0, &40_000u32.to_be_bytes()));
+    for csid in 4..6u8 {
+        script.extend_from_slice(&[csid, 0, 0, 0, 0x00, 0xea, 0x60, 0x09, 1, 0, 0, 0]);
+        script.extend_from_slice(&[0u8; 40_000]);
+    }
+    let err = s.receive(&script).unwrap_err();
+    assert!(
+        matches!(err, RtmpError::BufferBudget(n) if n == 64 << 10),
+        "{err}"
+    );
+    // After an accepted publish a 1 MiB keyframe is fine.
+    let mut s = session();
+    let mut c = Client::new();
+    connect_and_publish(&mut s, &mut c, 4096);
+    s.accept_publish();
+    let mut frame = vec![0x17u8, 1, 0, 0, 0];
+    frame.resize(1 << 20, 0x41);
+    feed(&mut s, &c.raw(6, 0, message::VIDEO, 1, &frame), 65_536);
+    assert!(matches!(
+        events(&mut s).as_slice(),
+        [Event::Video { payload, .. }] if payload.len() == 1 << 20
+    ));
+}
