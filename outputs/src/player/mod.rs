@@ -3,7 +3,7 @@
 //! - `GET /` lists the live streams (the page polls `GET /api/v1/streams`).
 //! - `GET /watch/{stream}` plays one stream over WHEP (`POST /whep/{stream}`), or over LL-HLS
 //!   (`/hls/{stream}/index.m3u8`, with the vendored hls.js at `/assets/hls.min.js`) with
-//!   `?hls=1` or when WebRTC has not connected within 4 s; the page shows which one plays.
+//!   `?hls=1`; the page shows which one plays.
 //! - `GET /publish` sends the browser's camera and microphone over WHIP (`POST /whip[/{stream}]`).
 //!
 //! This module owns the pages and the routes that serve them, nothing else: the stream list, WHEP
