@@ -1,4 +1,4 @@
-//! The one HTTP server: WHIP, WHEP, the player, the REST API, metrics and health, behind CORS
+//! The one HTTP server: WHIP, WHEP, LL-HLS, the player, the REST API, metrics and health, behind CORS
 //! and a body limit.
 
 use crate::api;
@@ -56,6 +56,7 @@ pub fn build(
             HeaderName::from_static("accept-patch"),
         ]);
     let engine = Arc::clone(&state.engine);
+    let hls_engine = Arc::clone(&state.engine);
     let api = Router::new()
         .route("/api/v1/streams", get(api::streams))
         .route(
@@ -95,6 +96,9 @@ pub fn build(
         .layer(middleware::map_response(
             waveguide_control::http::preflight_no_content,
         ))
+        // After the CORS layer: HLS objects are readable from any origin (`*`, set by the HLS
+        // routes themselves), whatever origins WHIP/WHEP are limited to.
+        .merge(waveguide_outputs::hls::router(hls_engine))
 }
 
 /// `200` while the node takes new sessions; `503` while it drains (load balancers and

@@ -3,9 +3,11 @@
 //! # Layout
 //!
 //! - [`whep`]: WebRTC-HTTP egress — browsers and relaying edges.
+//! - [`hls`]: LL-HLS (CMAF parts and segments) muxed from a stream's packets while played.
 //! - [`player`]: the built-in pages (`/`, `/watch/{stream}`, `/publish`).
 //!
-//! HLS and recording join as sibling modules.
+//! Recording joins as a sibling module.
 
+pub mod hls;
 pub mod player;
 pub mod whep;

@@ -187,9 +187,10 @@ impl Ingest {
         self.shared.streams.add_notice(&self.name, text);
     }
 
-    /// Whether anyone watches: work only viewers need (an audio transcode) can wait for one.
+    /// Whether anyone watches (a WebRTC viewer or a tap such as HLS muxing): work only viewers need (an audio transcode) can wait for one.
     pub fn has_viewers(&self) -> bool {
         self.viewers.load(Ordering::Relaxed) > 0
+            || self.shared.streams.taps().is_tapped(self.stream)
     }
 
     /// Whether a viewer asked for a keyframe since the last call. An input that can ask its

@@ -149,6 +149,7 @@ impl Shared {
 
     /// Hands a publisher packet to every shard once; a full shard queue drops and counts.
     fn fan_out(&self, packet: Arc<crate::media::MediaPacket>) {
+        self.streams.taps().feed(&packet);
         for tx in &self.media {
             if tx.try_send(Arc::clone(&packet)).is_err() {
                 self.metrics.drops_shard_queue.increment(1);

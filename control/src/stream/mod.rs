@@ -5,11 +5,13 @@
 
 mod registry;
 mod status;
+mod tap;
 
 pub use registry::{
     KeyframeRoute, NewPublisher, PublisherClaim, StreamRef, Streams, TrackCounters, TrackInfo,
 };
 pub use status::{StreamStatus, TrackStatus};
+pub use tap::{Tap, Taps};
 
 /// Ingest protocols, as shown in the API and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

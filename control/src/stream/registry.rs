@@ -136,6 +136,8 @@ pub struct Streams {
     /// Bumped whenever a stream starts, changes publisher or ends, so the cluster reporter
     /// tells the orchestrator at once instead of at its next heartbeat.
     changes: tokio::sync::watch::Sender<u64>,
+    /// Outputs that read a stream's packets without being WebRTC peers (HLS).
+    taps: Arc<super::Taps>,
 }
 
 #[derive(Debug, Default)]
@@ -151,6 +153,7 @@ impl Default for Streams {
             inner: Mutex::default(),
             clock_base: Instant::now(),
             changes: tokio::sync::watch::Sender::new(0),
+            taps: Arc::default(),
         }
     }
 }
@@ -160,6 +163,18 @@ impl Streams {
         // A panic while holding this lock is a bug elsewhere; the data stays consistent
         // (every update is a single assignment), so keep serving.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The taps the fan-out feeds.
+    pub fn taps(&self) -> &Arc<super::Taps> {
+        &self.taps
+    }
+
+    /// `name` as a viewer joins it, with a tap on its packets holding up to `capacity` unread.
+    pub fn tap(&self, name: &str, capacity: usize) -> Option<(StreamRef, super::Tap)> {
+        let stream = self.get(name)?;
+        let tap = self.taps.open(stream.id, capacity);
+        Some((stream, tap))
     }
 
     /// Wakes when the set of streams (or a stream's publisher) changes.

@@ -1,7 +1,9 @@
 //! The built-in player: three static pages and the script and stylesheet they share.
 //!
 //! - `GET /` lists the live streams (the page polls `GET /api/v1/streams`).
-//! - `GET /watch/{stream}` plays one stream over WHEP (`POST /whep/{stream}`).
+//! - `GET /watch/{stream}` plays one stream over WHEP (`POST /whep/{stream}`), or over LL-HLS
+//!   (`/hls/{stream}/index.m3u8`, with the vendored hls.js at `/assets/hls.min.js`) with
+//!   `?hls=1`; the page shows which one plays.
 //! - `GET /publish` sends the browser's camera and microphone over WHIP (`POST /whip[/{stream}]`).
 //!
 //! This module owns the pages and the routes that serve them, nothing else: the stream list, WHEP
@@ -10,7 +12,8 @@
 //! data reaches the HTML on the server and there is nothing here to escape.
 //!
 //! `window.waveguide` on the watch and publish pages exposes `{ pc, stats() }` (the current
-//! `RTCPeerConnection` and a promise of `{ width, height, fps, bitrateBps, … }`) for browser tests.
+//! `RTCPeerConnection` and a promise of `{ width, height, fps, bitrateBps, … }`) for browser tests;
+//! on the watch page also `mode` (`"webrtc"` or `"hls"`) and `hls` (the hls.js instance).
 
 use axum::Router;
 use axum::http::{HeaderName, header};
@@ -27,12 +30,15 @@ pub const PUBLISH_PATH: &str = "/publish";
 pub const SCRIPT_PATH: &str = "/assets/waveguide.js";
 /// The stylesheet shared by every page.
 pub const STYLE_PATH: &str = "/assets/waveguide.css";
+/// hls.js (vendored, see `vendor/README.md`), for the watch page's LL-HLS playback.
+pub const HLS_JS_PATH: &str = "/assets/hls.min.js";
 
 const INDEX_HTML: &str = include_str!("index.html");
 const WATCH_HTML: &str = include_str!("watch.html");
 const PUBLISH_HTML: &str = include_str!("publish.html");
 const SCRIPT: &str = include_str!("waveguide.js");
 const STYLE: &str = include_str!("waveguide.css");
+const HLS_JS: &str = include_str!("vendor/hls.min.js");
 
 /// No inline script and no third-party origin may run in a page that shows publisher-chosen
 /// stream names. `connect-src` and `media-src` stay open because a WHEP/WHIP POST may be
@@ -71,6 +77,10 @@ where
             STYLE_PATH,
             get(|| async { asset("text/css; charset=utf-8", STYLE) }),
         )
+        .route(
+            HLS_JS_PATH,
+            get(|| async { asset("text/javascript; charset=utf-8", HLS_JS) }),
+        )
 }
 
 fn html(body: &'static str) -> impl IntoResponse {
@@ -103,6 +113,12 @@ mod tests {
         let _: Router<()> = router(PlayerConfig::default());
         let _: Router<std::sync::Arc<String>> =
             Router::new().merge(router(PlayerConfig::default()));
+    }
+
+    #[test]
+    fn the_watch_page_loads_hls_js_from_this_node() {
+        assert!(WATCH_HTML.contains(HLS_JS_PATH));
+        assert!(HLS_JS.len() > 100_000 && HLS_JS.contains("lowLatencyMode"));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 // Waveguide's built-in player: the stream list, WHEP playback and WHIP publishing.
 //
-// Plain JavaScript with no build step and no third-party code. Every page loads this one file and
+// Plain JavaScript with no build step; the only third-party code is hls.js, vendored and served
+// by the edge at /assets/hls.min.js for the LL-HLS fallback. Every page loads this one file and
 // `<body data-page>` picks its entry point. Text from the server (stream names above all) is put
 // into the page with textContent only, and into URLs with encodeURIComponent only.
 'use strict';
@@ -150,6 +151,10 @@
     window.waveguide = {
       get pc() { return session.pc; },
       get resource() { return session.resource; },
+      // 'webrtc' or 'hls': what plays now.
+      get mode() { return session.mode; },
+      // The hls.js instance while LL-HLS plays (its `latency` is seconds behind live).
+      get hls() { return session.hls; },
       stats: () => (session.sample ? session.sample() : Promise.resolve(null)),
     };
   }
@@ -251,6 +256,47 @@
   // Seconds without a single packet before a connected viewer re-joins.
   const STALL_SECS = 4;
 
+  // Plays `/hls/{name}/index.m3u8` in `video` with hls.js (or natively where the browser plays
+  // HLS itself, as Safari does). Reloads after a fatal error.
+  function playHls(video, name, session) {
+    const url = streamUrl('/hls', name) + '/index.m3u8';
+    session.mode = 'hls';
+    document.body.dataset.playback = 'hls';
+    $('mode').textContent = 'LL-HLS';
+    video.srcObject = null;
+    const Hls = window.Hls;
+    if (!Hls || !Hls.isSupported()) {
+      if (video.canPlayType('application/vnd.apple.mpegurl')) {
+        video.src = url;
+        setStatus('Live (HLS)', 'live');
+        startPlayback(video);
+      } else {
+        setStatus('This browser plays neither WebRTC nor HLS.', 'error');
+      }
+      return;
+    }
+    const start = () => {
+      // The page's CSP allows no blob: workers; hls.js then demuxes on the main thread.
+      const hls = new Hls({ lowLatencyMode: true, enableWorker: false, backBufferLength: 30 });
+      session.hls = hls;
+      hls.on(Hls.Events.MANIFEST_PARSED, () => {
+        setStatus('Live (HLS)', 'live');
+        startPlayback(video);
+      });
+      hls.on(Hls.Events.ERROR, (_e, data) => {
+        if (!data.fatal || session.hls !== hls) return;
+        hls.destroy();
+        session.hls = null;
+        setStatus('HLS: ' + (data.details || 'error') + '. Retrying…', 'error');
+        setTimeout(start, 2000);
+      });
+      hls.loadSource(url);
+      hls.attachMedia(video);
+    };
+    setStatus('Connecting (HLS)…');
+    start();
+  }
+
   function watchPage() {
     const prefix = '/watch/';
     const raw = location.pathname.slice(prefix.length);
@@ -273,7 +319,7 @@
       if (!video.muted) unmute.hidden = true;
     });
 
-    const session = { pc: null, resource: null, sample: null };
+    const session = { pc: null, resource: null, sample: null, mode: 'webrtc', hls: null };
     let retryTimer = null;
     let backoffMs = 1000;
     exposeForTests(session);
@@ -288,6 +334,7 @@
 
     const retry = (text, delayMs) => {
       close();
+      if (session.mode !== 'webrtc') return;
       setStatus(text, 'error');
       retryTimer = setTimeout(connect, delayMs);
     };
@@ -301,6 +348,7 @@
       pc.addTransceiver('audio', { direction: 'recvonly' });
       const media = new MediaStream();
       pc.addEventListener('track', (e) => {
+        if (session.pc !== pc) return;
         media.addTrack(e.track);
         if (video.srcObject !== media) {
           video.srcObject = media;
@@ -360,7 +408,7 @@
     // ICE would call it failed.
     let quietSecs = 0;
     let lastPackets = -1;
-    setInterval(async () => {
+    const stallCheck = setInterval(async () => {
       const pc = session.pc;
       if (!pc || pc.connectionState !== 'connected' || !session.sample) {
         quietSecs = 0;
@@ -382,8 +430,23 @@
       }
     }, 1000);
 
+    // `?hls=1` plays LL-HLS from the start; otherwise WebRTC. (An automatic fallback when
+    // WebRTC does not connect is not switched on yet: it needs a test with UDP blocked.)
+    const fallBack = () => {
+      if (session.mode === 'hls') return;
+      clearInterval(stallCheck);
+      close();
+      session.mode = 'hls';
+      playHls(video, name, session);
+    };
+    if (new URLSearchParams(location.search).get('hls') === '1') {
+      fallBack();
+      return;
+    }
+    $('mode').textContent = 'WebRTC';
+    document.body.dataset.playback = 'webrtc';
     window.addEventListener('pagehide', close);
-    window.addEventListener('pageshow', (e) => e.persisted && connect());
+    window.addEventListener('pageshow', (e) => e.persisted && session.mode === 'webrtc' && connect());
     connect();
   }
 
