@@ -154,7 +154,19 @@ impl Store {
 
     /// Changes a live node's record; `None` when the node is not known (or expired). `change`
     /// may run more than once (Redis retries on a concurrent write), each time on a fresh copy.
+    /// Counted as a change ([`Store::changes`]).
     pub async fn update_node<R>(
+        &self,
+        id: &str,
+        change: impl FnMut(&mut Node) -> R,
+    ) -> Result<Option<R>, StoreError> {
+        let result = self.update_uncounted(id, change).await;
+        self.changed(result)
+    }
+
+    /// [`Store::update_node`] for what is not a change of the view: a heartbeat's load, a probe
+    /// that found nothing new.
+    async fn update_uncounted<R>(
         &self,
         id: &str,
         change: impl FnMut(&mut Node) -> R,
@@ -227,12 +239,10 @@ impl Store {
         node_id: &str,
         stream: StreamLocation,
     ) -> Result<Option<()>, StoreError> {
-        let result = self
-            .update_node(node_id, |node| {
-                node.streams.insert(stream.name.clone(), stream.clone());
-            })
-            .await;
-        self.changed(result)
+        self.update_node(node_id, |node| {
+            node.streams.insert(stream.name.clone(), stream.clone());
+        })
+        .await
     }
 
     /// `StreamEnded`: the node no longer holds `stream`; `Some(was it held)`, `None` when the
@@ -242,10 +252,8 @@ impl Store {
         node_id: &str,
         stream: &str,
     ) -> Result<Option<bool>, StoreError> {
-        let result = self
-            .update_node(node_id, |node| node.streams.remove(stream).is_some())
-            .await;
-        self.changed(result)
+        self.update_node(node_id, |node| node.streams.remove(stream).is_some())
+            .await
     }
 
     /// `ReportStatus`: records the load and refreshes the node's expiry.
@@ -256,7 +264,7 @@ impl Store {
         last_event_sequence: u64,
     ) -> Result<Heartbeat, StoreError> {
         let outcome = self
-            .update_node(node_id, |node| {
+            .update_uncounted(node_id, |node| {
                 node.apply_load(load, last_event_sequence, now_ms());
                 node.resync_required
             })
@@ -273,10 +281,8 @@ impl Store {
         node_id: &str,
         draining: bool,
     ) -> Result<Option<()>, StoreError> {
-        let result = self
-            .update_node(node_id, |node| node.draining = draining)
-            .await;
-        self.changed(result)
+        self.update_node(node_id, |node| node.draining = draining)
+            .await
     }
 
     /// Records a health probe: `healthy`, and the drain state when the node told it. Returns the
@@ -288,7 +294,7 @@ impl Store {
         draining: Option<bool>,
     ) -> Result<Option<bool>, StoreError> {
         let result = self
-            .update_node(node_id, |node| {
+            .update_uncounted(node_id, |node| {
                 let was = (node.healthy, node.draining);
                 node.healthy = healthy;
                 if let Some(draining) = draining {
