@@ -262,19 +262,44 @@ pub async fn preflight_no_content(mut response: Response) -> Response {
     response
 }
 
-/// The state of [`limit_posts`]: the per-client rate of WHIP/WHEP POSTs and what to do with a
-/// refused one (the orchestrator counts it as a decision; the edge does nothing more).
+/// The state of [`limit_posts`]: the per-client rate of WHIP/WHEP POSTs, what to do with a
+/// refused one (the orchestrator counts it as a decision; the edge does nothing more), and the
+/// cluster token whose bearers are not limited.
 #[derive(Clone)]
 pub struct PostLimit {
     limit: Option<Arc<RateLimit>>,
     on_refusal: fn(&Request),
+    cluster_token: Option<Arc<str>>,
 }
 
 impl PostLimit {
     /// `limit` of `None` lets every POST through; `on_refusal` sees each refused request before
     /// the `429` is sent.
     pub fn new(limit: Option<Arc<RateLimit>>, on_refusal: fn(&Request)) -> Self {
-        Self { limit, on_refusal }
+        Self {
+            limit,
+            on_refusal,
+            cluster_token: None,
+        }
+    }
+
+    /// Lets through every POST with `Authorization: Bearer <token>` (compared in constant time):
+    /// an edge's relay lookups and pulls. They come from a few addresses at the pace of viewers
+    /// elsewhere, and an anonymous client behind the same address must not make them fail. An
+    /// empty token exempts nothing.
+    pub fn exempting_cluster(mut self, token: Option<Arc<str>>) -> Self {
+        self.cluster_token = token.filter(|t| !t.is_empty());
+        self
+    }
+
+    fn exempts(&self, request: &Request) -> bool {
+        self.cluster_token.as_deref().is_some_and(|token| {
+            let authorization = request
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok());
+            crate::cluster::bearer_matches(authorization, token)
+        })
     }
 }
 
@@ -283,7 +308,9 @@ impl PostLimit {
 /// other route cost little and pass.
 ///
 /// The client is the TCP peer, never `X-Forwarded-For`: anyone can write that header, so
-/// trusting it would let a client escape its own bucket and drain another address's.
+/// trusting it would let a client escape its own bucket and drain another address's. An IPv6
+/// peer is its /64 ([`crate::rate::client_key`]). Requests with the cluster token pass
+/// ([`PostLimit::exempting_cluster`]).
 pub async fn limit_posts(
     State(post_limit): State<PostLimit>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
@@ -292,20 +319,19 @@ pub async fn limit_posts(
 ) -> Response {
     if request.method() == Method::POST
         && let Some(limit) = &post_limit.limit
+        && !post_limit.exempts(&request)
         && let Err(wait) = limit.check(remote.ip(), Instant::now())
     {
         // `Retry-After` is whole seconds: round up, so a client that waits as told finds a token.
         let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
         let path = request.uri().path();
-        debug!(client = %remote.ip(), path, "WHIP/WHEP POST rate exceeded");
+        let client = crate::rate::client_key(remote.ip());
+        debug!(%client, path, "WHIP/WHEP POST rate exceeded");
         (post_limit.on_refusal)(&request);
         return (
             StatusCode::TOO_MANY_REQUESTS,
             [(header::RETRY_AFTER, secs.to_string())],
-            format!(
-                "too many requests from {}; retry in {secs} s\n",
-                remote.ip()
-            ),
+            format!("too many requests from {client}; retry in {secs} s\n"),
         )
             .into_response();
     }

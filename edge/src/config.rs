@@ -4,8 +4,10 @@
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 use waveguide_control::config::{ViewerConfig, WebRtcConfig};
 use waveguide_control::config_file::{ConfigFileError, read_with_env};
+use waveguide_control::serve::ConnectionLimits;
 use waveguide_control::service::ServiceConfig;
 use waveguide_inputs::ftl::FtlConfig;
 use waveguide_inputs::rtmp::RtmpConfig;
@@ -214,6 +216,24 @@ pub struct HttpConfig {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// Connections open at once, all clients (0: no cap); past it new ones are closed.
+    pub max_connections: usize,
+    /// Connections open at once from one IPv4 address or IPv6 /64 (0: no cap).
+    pub max_connections_per_ip: usize,
+    /// Seconds a client has to send a request's headers (TLS handshake included), and that an
+    /// idle keep-alive connection stays open.
+    pub header_read_timeout_secs: u64,
+}
+
+impl HttpConfig {
+    /// What one connection may hold, for `serve`.
+    pub fn connection_limits(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            header_read_timeout: Duration::from_secs(self.header_read_timeout_secs.max(1)),
+        }
+    }
 }
 
 impl Default for HttpConfig {
@@ -224,6 +244,9 @@ impl Default for HttpConfig {
             cors_origins: Vec::new(),
             tls_cert: None,
             tls_key: None,
+            max_connections: ConnectionLimits::default().max_connections,
+            max_connections_per_ip: ConnectionLimits::default().max_connections_per_ip,
+            header_read_timeout_secs: ConnectionLimits::default().header_read_timeout.as_secs(),
         }
     }
 }

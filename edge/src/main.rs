@@ -32,7 +32,8 @@ use waveguide_outputs::player::PlayerConfig;
 const CONFIG_HELP: &str = "\
 Config file keys (TOML; env WAVEGUIDE_<SECTION>_<KEY> overrides each; see deploy/edge.example.toml):
   [http]     listen (addr, 0.0.0.0:8080), public_url (base URL for Location), cors_origins ([] = any),
-             tls_cert + tls_key (PEM paths: serve HTTPS)
+             tls_cert + tls_key (PEM paths: serve HTTPS), max_connections (8192; 0 = no cap),
+             max_connections_per_ip (256; an IPv6 /64 is one client), header_read_timeout_secs (10)
   [webrtc]   udp_port (8189; shard i uses udp_port+i), shards (0 = one per core),
              public_ip (NAT 1:1 address advertised), bind_ips ([] = every interface address),
              ice_servers (STUN/TURN URLs sent in Link headers), direct_send (true),
@@ -300,6 +301,7 @@ async fn run(config: EdgeConfig, log: grpc::LogReload) -> anyhow::Result<()> {
         listener,
         app,
         http_tls,
+        config.http.connection_limits(),
         async move { http_stop.stopped().await },
     )
     .await

@@ -122,7 +122,7 @@ pub fn stream_views(nodes: &[Node]) -> Vec<StreamView> {
 /// `GET /api/v1/nodes`
 pub async fn nodes(State(state): State<HttpState>) -> Result<Json<Vec<NodeView>>, Error> {
     let freshness = state.freshness();
-    let nodes = state.store.nodes().await?;
+    let nodes = state.view.nodes().await?;
     Ok(Json(
         nodes.iter().map(|n| NodeView::new(n, freshness)).collect(),
     ))
@@ -143,7 +143,7 @@ pub async fn node(
 
 /// `GET /api/v1/streams`
 pub async fn streams(State(state): State<HttpState>) -> Result<Json<Vec<StreamView>>, Error> {
-    let nodes = state.store.nodes().await?;
+    let nodes = state.view.nodes().await?;
     Ok(Json(stream_views(&nodes)))
 }
 
@@ -152,7 +152,7 @@ pub async fn stream(
     State(state): State<HttpState>,
     Path(name): Path<String>,
 ) -> Result<Json<StreamView>, Error> {
-    let nodes = state.store.nodes().await?;
+    let nodes = state.view.nodes().await?;
     stream_views(&nodes)
         .into_iter()
         .find(|view| view.name == name)
@@ -216,7 +216,7 @@ pub async fn end_stream(
     headers: HeaderMap,
 ) -> Result<Response, Error> {
     state.require_admin(&headers)?;
-    let nodes = state.store.nodes().await?;
+    let nodes = state.view.fresh().await?;
     let origin = nodes
         .iter()
         .find(|node| node.is_origin_of(&name))

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use waveguide_control::config_file::{ConfigFileError, read_with_env};
+use waveguide_control::serve::ConnectionLimits;
 use waveguide_control::service::ServiceConfig;
 
 use crate::region::{RegionRule, Regions};
@@ -19,13 +20,17 @@ use crate::store::StoreConfig;
 /// Every key, for `--help`.
 pub const CONFIG_HELP: &str = "\
 Config file keys (TOML; env WAVEGUIDE_<SECTION>_<KEY> overrides each; see deploy/orchestrator.example.toml):
-  [http]     listen (0.0.0.0:8090), cors_origins ([] = any)
+  [http]     listen (0.0.0.0:8090), cors_origins ([] = any), tls_cert, tls_key,
+             max_connections (8192; 0 = no cap), max_connections_per_ip (256, an IPv6 /64 is
+             one client), header_read_timeout_secs (10)
   [grpc]     listen (0.0.0.0:50052): EventService, grpc.health.v1, reflection
   [cluster]  token (required: gRPC auth and redirect tickets), heartbeat_secs (1; a node silent
              for 3 heartbeats is dropped), ticket_ttl_secs (60)
   [admin]    token (bearer token of the admin endpoints; default: the cluster token)
-  [service]  as on the edge: kind (\"open\" | \"static\" | \"webhook\"), [[service.streams]] name,
-             key | key_sha256; webhook: url, timeout_ms (2000), cache_ttl_secs (30)
+  [service]  required: kind (\"static\" | \"webhook\" | \"open\"; no default: the orchestrator
+             signs publish tickets that edges accept before their own key check, so it holds
+             the keys), [[service.streams]] name, key | key_sha256; webhook: url,
+             timeout_ms (2000), cache_ttl_secs (30)
   [store]    kind (\"memory\" | \"redis\"), url (redis://127.0.0.1:6379), prefix (\"waveguide:\")
   [[regions]] cidr = \"10.0.0.0/8\", region = \"eu\" (client network -> preferred region)
   [limits]   posts_per_minute (600 WHIP/WHEP POSTs per client IP, the TCP peer; 0 = off),
@@ -40,7 +45,8 @@ pub struct Config {
     pub grpc: GrpcConfig,
     pub cluster: ClusterConfig,
     pub admin: AdminConfig,
-    pub service: ServiceConfig,
+    /// Who may publish. Required, with an explicit `kind`: see [`Config::load`].
+    pub service: Option<ServiceConfig>,
     pub store: StoreConfig,
     pub regions: Vec<RegionRule>,
     pub limits: LimitsConfig,
@@ -59,6 +65,24 @@ pub struct HttpConfig {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// Connections open at once, all clients (0: no cap); past it new ones are closed.
+    pub max_connections: usize,
+    /// Connections open at once from one IPv4 address or IPv6 /64 (0: no cap).
+    pub max_connections_per_ip: usize,
+    /// Seconds a client has to send a request's headers (TLS handshake included), and that an
+    /// idle keep-alive connection stays open.
+    pub header_read_timeout_secs: u64,
+}
+
+impl HttpConfig {
+    /// What one connection may hold, for `serve`.
+    pub fn connection_limits(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            header_read_timeout: Duration::from_secs(self.header_read_timeout_secs.max(1)),
+        }
+    }
 }
 
 impl Default for HttpConfig {
@@ -68,6 +92,9 @@ impl Default for HttpConfig {
             cors_origins: Vec::new(),
             tls_cert: None,
             tls_key: None,
+            max_connections: ConnectionLimits::default().max_connections,
+            max_connections_per_ip: ConnectionLimits::default().max_connections_per_ip,
+            header_read_timeout_secs: ConnectionLimits::default().header_read_timeout.as_secs(),
         }
     }
 }
@@ -182,6 +209,12 @@ pub enum LogFormat {
     Json,
 }
 
+/// The refusal of a configuration without `[service] kind`.
+const SERVICE_KIND_REQUIRED: &str = "service.kind is required: the orchestrator checks publishers' \
+     keys and signs the publish tickets edges accept, so it must hold the same keys as the edges. \
+     Set [service] kind = \"static\" (with [[service.streams]]) or \"webhook\" (or \"open\" for \
+     local use only), or WAVEGUIDE_SERVICE_KIND";
+
 /// Why the configuration cannot be used.
 pub type ConfigError = ConfigFileError;
 
@@ -198,12 +231,23 @@ impl Config {
         env: impl Iterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
         let table = read_with_env(path, env, ENV_SECTIONS)?;
-        Config::deserialize(toml::Value::Table(table))
-            .map_err(|e| ConfigError::Invalid(format!("config: {e}")))
+        // The edges accept the orchestrator's publish tickets before their own key check, so
+        // an implicit `open` here would publish any stream on a keyed edge: no default kind.
+        let kind_given = table.get("service").and_then(|s| s.get("kind")).is_some();
+        let config = Config::deserialize(toml::Value::Table(table))
+            .map_err(|e| ConfigError::Invalid(format!("config: {e}")))?;
+        if !kind_given {
+            return Err(ConfigError::Invalid(SERVICE_KIND_REQUIRED.to_owned()));
+        }
+        Ok(config)
     }
 
-    /// Refuses what cannot run: no cluster token, a zero interval, a bad region network.
+    /// Refuses what cannot run: no `[service]`, no cluster token, a zero interval, a bad
+    /// region network.
     pub fn validate(&self) -> Result<Regions, ConfigError> {
+        if self.service.is_none() {
+            return Err(ConfigError::Invalid(SERVICE_KIND_REQUIRED.to_owned()));
+        }
         if self.cluster.token.trim().is_empty() {
             return Err(ConfigError::Invalid(
                 "cluster.token is required (the secret shared with every edge: gRPC auth and \
@@ -266,8 +310,19 @@ mod tests {
     }
 
     #[test]
-    fn defaults_need_a_cluster_token() {
-        let config = Config::load(None, std::iter::empty()).unwrap();
+    fn defaults_need_a_service_kind_and_a_cluster_token() {
+        let err = Config::load(None, std::iter::empty())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("service.kind is required"), "{err}");
+        let err = parse("[service]\n[[service.streams]]\nname = \"a\"\nkey = \"k\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("service.kind"),
+            "a [service] without kind: {err}"
+        );
+        let mut config = Config::load(None, env(&[("WAVEGUIDE_SERVICE_KIND", "open")])).unwrap();
         assert_eq!(
             config.http.listen,
             "0.0.0.0:8090".parse::<SocketAddr>().unwrap()
@@ -285,6 +340,11 @@ mod tests {
         assert_eq!(config.limits.posts_burst, 100);
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("cluster.token"), "{err}");
+        config.cluster.token = "t".to_owned();
+        config.validate().unwrap();
+        config.service = None;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("service.kind"), "{err}");
     }
 
     #[test]
@@ -294,7 +354,7 @@ mod tests {
         let file = dir.join("o.toml");
         std::fs::write(
             &file,
-            "[cluster]\ntoken = \"from-file\"\n[store]\nkind = \"redis\"\n\
+            "[cluster]\ntoken = \"from-file\"\n[store]\nkind = \"redis\"\n[service]\nkind = \"open\"\n\
              [[regions]]\ncidr = \"10.0.0.0/8\"\nregion = \"eu\"\n",
         )
         .unwrap();
@@ -336,7 +396,7 @@ mod tests {
             .to_string();
         assert!(err.contains("tokn"), "{err}");
         let config =
-            parse("[cluster]\ntoken = \"t\"\n[[regions]]\ncidr = \"nope\"\nregion = \"eu\"\n")
+            parse("[cluster]\ntoken = \"t\"\n[service]\nkind = \"open\"\n[[regions]]\ncidr = \"nope\"\nregion = \"eu\"\n")
                 .unwrap();
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("nope"), "{err}");

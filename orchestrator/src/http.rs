@@ -28,6 +28,7 @@ use crate::readiness::Readiness;
 use crate::region::Regions;
 use crate::select::Freshness;
 use crate::store::Store;
+use crate::view::RegistryView;
 use crate::{api, openapi, redirect, telemetry};
 
 pub const HEALTHZ_PATH: &str = "/healthz";
@@ -43,6 +44,8 @@ const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(3600);
 #[derive(Clone)]
 pub struct HttpState {
     pub store: Store,
+    /// The list of nodes redirects, `GET /api/v1/*` and `/metrics` read (at most a second old).
+    pub view: RegistryView,
     pub service: Arc<Service>,
     pub tickets: TicketKey,
     pub ticket_ttl: Duration,
@@ -76,7 +79,8 @@ impl HttpState {
     }
 }
 
-/// Every route. `post_limit` (`None`: no limit) applies to the WHIP/WHEP POSTs only.
+/// Every route. `post_limit` (`None`: no limit) applies to the WHIP/WHEP POSTs only, and not to
+/// those with the cluster token.
 pub fn router(
     state: HttpState,
     cors_origins: &[String],
@@ -97,14 +101,15 @@ pub fn router(
     // registry read, and they are what a misbehaving player retries in a loop. The REST API,
     // probes and metrics stay reachable; CORS preflights are answered by the CORS layer
     // outside and never get here.
+    // An edge's relay lookups carry the cluster token: never limited, so viewers pulling
+    // through an edge do not drain its bucket (real relay pulls would then get 429).
+    let post_limit = PostLimit::new(post_limit, redirect::count_rate_limited)
+        .exempting_cluster(Some(Arc::clone(&state.cluster_token)));
     let redirects = Router::new()
         .route("/whip", post(redirect::whip))
         .route("/whip/{stream}", post(redirect::whip_named))
         .route("/whep/{stream}", post(redirect::whep))
-        .route_layer(middleware::from_fn_with_state(
-            PostLimit::new(post_limit, redirect::count_rate_limited),
-            limit_posts,
-        ));
+        .route_layer(middleware::from_fn_with_state(post_limit, limit_posts));
     Router::new()
         .merge(redirects)
         .merge(api)
@@ -166,7 +171,7 @@ async fn readyz(State(state): State<HttpState>) -> (StatusCode, &'static str) {
 }
 
 async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
-    if let Ok(nodes) = state.store.nodes().await {
+    if let Ok(nodes) = state.view.nodes().await {
         telemetry::set_registry_gauges(&nodes);
     }
     (

@@ -11,7 +11,8 @@
 //! - `events`, `grpc`: the `EventService` and the gRPC server (auth, health, reflection).
 //! - `node_client`: calls into the nodes' `ModuleService` / `EntityService`.
 //! - `probe`, `sweeper`, `readiness`: the background tasks.
-//! - `http`, `redirect`, `api`, `openapi`: the HTTP server.
+//! - `http`, `redirect`, `api`, `openapi`: the HTTP server; `view`: the list of nodes it reads,
+//!   at most a second old.
 //! - `error`, `telemetry`: the error type and the metrics.
 //!
 //! [`Orchestrator::start`] wires them; the binary (`main.rs`) adds flags, logging and signals.
@@ -33,6 +34,7 @@ pub mod select;
 pub mod store;
 pub mod sweeper;
 pub mod telemetry;
+pub mod view;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -46,7 +48,7 @@ use tokio::task::JoinSet;
 use waveguide_control::cluster::TicketKey;
 use waveguide_control::rate::RateLimit;
 use waveguide_control::serve::{Tls, read_pem_pair, serve};
-use waveguide_control::service::Service;
+use waveguide_control::service::{Service, ServiceKind};
 
 use crate::config::Config;
 use crate::events::Events;
@@ -76,8 +78,14 @@ impl Orchestrator {
     /// `/metrics` (the binary installs the global recorder; tests pass a local handle).
     pub async fn start(config: Config, metrics: PrometheusHandle) -> anyhow::Result<Self> {
         let regions = config.validate()?;
-        let service = Service::new(config.service.clone())
-            .map_err(|err| anyhow::anyhow!("[service]: {err}"))?;
+        // `validate` refused a config without `[service]`; never fall back to `open` here.
+        let service_config = config
+            .service
+            .clone()
+            .context("[service] kind is required")?;
+        let service =
+            Service::new(service_config).map_err(|err| anyhow::anyhow!("[service]: {err}"))?;
+        announce_service(&service);
         let read = |path: &std::path::Path, what: &str| {
             std::fs::read(path).with_context(|| format!("{what} {}", path.display()))
         };
@@ -145,6 +153,7 @@ impl Orchestrator {
 
         let state = HttpState {
             store: store.clone(),
+            view: view::RegistryView::new(store.clone()),
             service: Arc::new(service),
             tickets: TicketKey::new(&config.cluster.token),
             ticket_ttl: config.cluster.ticket_ttl(),
@@ -160,10 +169,17 @@ impl Orchestrator {
                 .map(Arc::new);
         let app = http::router(state, &config.http.cors_origins, post_limit);
         let http_shutdown = stopped(shutdown.subscribe());
+        let connection_limits = config.http.connection_limits();
         servers.spawn(async move {
-            let served = serve(http_listener, app, http_tls, http_shutdown)
-                .await
-                .context("HTTP server failed");
+            let served = serve(
+                http_listener,
+                app,
+                http_tls,
+                connection_limits,
+                http_shutdown,
+            )
+            .await
+            .context("HTTP server failed");
             ("HTTP", served)
         });
 
@@ -260,6 +276,23 @@ impl Orchestrator {
         self.readiness.set_stopping();
         self.shutdown.send_replace(true);
         tokio::time::Instant::now() + SHUTDOWN_GRACE
+    }
+}
+
+/// Says who may publish; `open` loudly, in the edge's words: an orchestrator signs the
+/// publish tickets edges accept before their own key check, so `open` here opens every edge.
+fn announce_service(service: &Service) {
+    match service.kind() {
+        ServiceKind::Open => tracing::warn!(
+            "AUTH IS OPEN: anyone who reaches this orchestrator gets a publish ticket for any \
+             stream, and every edge of the cluster accepts it. Set [service] kind = \"static\" \
+             or \"webhook\" with the edges' keys."
+        ),
+        ServiceKind::Static => tracing::info!(
+            "auth: static keys for {} stream(s)",
+            service.streams().len()
+        ),
+        ServiceKind::Webhook => tracing::info!("auth: webhook"),
     }
 }
 

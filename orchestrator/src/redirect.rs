@@ -11,6 +11,8 @@
 //!   `{holder}/whep/{stream}?ticket=<relay ticket>`.
 //!
 //! The request body (the SDP offer) is never read: the client re-sends it to the `Location`.
+//! Nodes come from the shared [`crate::view`] (at most a second old); a stream it does not hold
+//! is looked up in the store before the answer is `404`.
 //! Owns the request-to-selection plumbing, the `Location` shape and the `kind` of each decision
 //! counted (refusals of the per-client POST limit too); the choice itself is `select`'s.
 
@@ -153,7 +155,7 @@ async fn publish(
         .as_deref()
         .filter(|r| !r.is_empty())
         .or_else(|| state.regions.region_of(client));
-    let nodes = state.store.nodes().await?;
+    let nodes = state.view.nodes().await?;
     let node = select::for_publisher(&nodes, &stream, region, state.freshness())
         .map_err(|_| Error::NoEdge("publisher"))?;
     tracing::info!(%stream, node = %node.info.id, client = %client, region = region.unwrap_or(""), "WHIP redirect");
@@ -168,12 +170,17 @@ async fn publish(
 
 async fn watch(state: &HttpState, stream: &str) -> Result<String, Error> {
     check_stream_name(stream)?;
-    let nodes = state.store.nodes().await?;
-    let chosen =
-        select::for_viewer(&nodes, stream, state.freshness()).map_err(|refusal| match refusal {
-            Refusal::StreamNotFound => Error::StreamNotFound(stream.to_owned()),
-            Refusal::NoEdge => Error::NoEdge("viewer"),
-        })?;
+    let mut nodes = state.view.nodes().await?;
+    let mut chosen = select::for_viewer(&nodes, stream, state.freshness());
+    if matches!(chosen, Err(Refusal::StreamNotFound)) {
+        // The view may predate the stream (another orchestrator recorded it): ask the store.
+        nodes = state.view.fresh().await?;
+        chosen = select::for_viewer(&nodes, stream, state.freshness());
+    }
+    let chosen = chosen.map_err(|refusal| match refusal {
+        Refusal::StreamNotFound => Error::StreamNotFound(stream.to_owned()),
+        Refusal::NoEdge => Error::NoEdge("viewer"),
+    })?;
     tracing::debug!(%stream, node = %chosen.node.info.id, relays = chosen.relays, "WHEP redirect");
     Ok(format!("{}/whep/{stream}", chosen.node.info.public_url))
 }
@@ -191,14 +198,16 @@ async fn relay(
         return Err(Error::Unauthenticated);
     }
     check_stream_name(stream)?;
-    let nodes = state.store.nodes().await?;
-    let upstream =
-        select::for_relay(&nodes, stream, requester, state.freshness()).map_err(|refusal| {
-            match refusal {
-                Refusal::StreamNotFound => Error::StreamNotFound(stream.to_owned()),
-                Refusal::NoEdge => Error::NoEdge("relay pull"),
-            }
-        })?;
+    let mut nodes = state.view.nodes().await?;
+    let mut upstream = select::for_relay(&nodes, stream, requester, state.freshness());
+    if matches!(upstream, Err(Refusal::StreamNotFound)) {
+        nodes = state.view.fresh().await?;
+        upstream = select::for_relay(&nodes, stream, requester, state.freshness());
+    }
+    let upstream = upstream.map_err(|refusal| match refusal {
+        Refusal::StreamNotFound => Error::StreamNotFound(stream.to_owned()),
+        Refusal::NoEdge => Error::NoEdge("relay pull"),
+    })?;
     tracing::info!(%stream, node = %requester, upstream = %upstream.info.id, "relay redirect");
     Ok(relay_location(
         upstream,

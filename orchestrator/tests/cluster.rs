@@ -280,11 +280,11 @@ async fn orchestrator_end_to_end_with_a_fake_edge() {
     config.grpc.listen = "127.0.0.1:0".parse().unwrap();
     config.cluster.token = TOKEN.into();
     config.admin.token = Some(ADMIN.into());
-    config.service = ServiceConfig {
+    config.service = Some(ServiceConfig {
         kind: ServiceKind::Static,
         streams: vec![StreamKeyEntry::with_key("demo", "demo-key")],
         ..ServiceConfig::default()
-    };
+    });
     config.regions = vec![RegionRule {
         cidr: "10.0.0.0/8".into(),
         region: "us".into(),

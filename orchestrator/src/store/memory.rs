@@ -5,6 +5,7 @@
 //! edges rebuild it by re-sending `NodeUp` when their next heartbeat is answered with a resync.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -15,6 +16,8 @@ use crate::node::{Node, now_ms};
 pub struct MemoryStore {
     nodes: Arc<Mutex<HashMap<String, Node>>>,
     expiry: Duration,
+    /// Counts this process's changes to streams and node states ([`super::Store::changes`]).
+    pub(super) changes: Arc<AtomicU64>,
 }
 
 impl MemoryStore {
@@ -22,6 +25,7 @@ impl MemoryStore {
         Self {
             nodes: Arc::default(),
             expiry,
+            changes: Arc::default(),
         }
     }
 

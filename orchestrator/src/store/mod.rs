@@ -6,12 +6,14 @@
 //! sweep); the domain operations (stream started, heartbeat, drain, ...) are written once here
 //! on top of them, so the two backends cannot disagree on semantics.
 //!
-//! With `kind = "redis"` every answer comes from Redis (no in-process cache), so several
-//! orchestrators on one Redis give the same answers.
+//! With `kind = "redis"` every answer of the store comes from Redis, so several orchestrators
+//! on one Redis give the same answers; the HTTP side reads through [`crate::view`], which keeps
+//! a list for at most a second and drops it on every change counted by [`Store::changes`].
 
 mod memory;
 mod redis;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -110,6 +112,26 @@ impl Store {
         }
     }
 
+    /// How many changes to nodes, streams, drain or health state this process has made (a
+    /// heartbeat's load is not counted). Bumped after each one lands, so a list read before a
+    /// count was taken may miss a change, one read after it cannot.
+    pub fn changes(&self) -> u64 {
+        self.change_counter().load(Ordering::Acquire)
+    }
+
+    fn change_counter(&self) -> &AtomicU64 {
+        match self {
+            Self::Memory(m) => &m.changes,
+            Self::Redis(r) => &r.changes,
+        }
+    }
+
+    /// Counts a change that has landed; passes `result` through.
+    fn changed<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        self.change_counter().fetch_add(1, Ordering::AcqRel);
+        result
+    }
+
     /// Whether the backend answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
         match self {
@@ -120,18 +142,31 @@ impl Store {
 
     /// Replaces everything known about `node.info.id` (`NodeUp`).
     pub async fn put_node(&self, node: Node) -> Result<(), StoreError> {
-        match self {
+        let result = match self {
             Self::Memory(m) => {
                 m.put(node);
                 Ok(())
             }
             Self::Redis(r) => bounded(r.put(&node)).await,
-        }
+        };
+        self.changed(result)
     }
 
     /// Changes a live node's record; `None` when the node is not known (or expired). `change`
     /// may run more than once (Redis retries on a concurrent write), each time on a fresh copy.
+    /// Counted as a change ([`Store::changes`]).
     pub async fn update_node<R>(
+        &self,
+        id: &str,
+        change: impl FnMut(&mut Node) -> R,
+    ) -> Result<Option<R>, StoreError> {
+        let result = self.update_uncounted(id, change).await;
+        self.changed(result)
+    }
+
+    /// [`Store::update_node`] for what is not a change of the view: a heartbeat's load, a probe
+    /// that found nothing new.
+    async fn update_uncounted<R>(
         &self,
         id: &str,
         change: impl FnMut(&mut Node) -> R,
@@ -144,10 +179,11 @@ impl Store {
 
     /// Forgets a node and its streams; whether it was known.
     pub async fn remove_node(&self, id: &str) -> Result<bool, StoreError> {
-        match self {
+        let result = match self {
             Self::Memory(m) => Ok(m.remove(id)),
             Self::Redis(r) => bounded(r.remove(id)).await,
-        }
+        };
+        self.changed(result)
     }
 
     /// One live node.
@@ -184,9 +220,13 @@ impl Store {
 
     /// Drops expired records; returns the ids this call dropped (for the log).
     pub async fn sweep(&self) -> Result<Vec<String>, StoreError> {
-        match self {
+        let result = match self {
             Self::Memory(m) => Ok(m.sweep()),
             Self::Redis(r) => bounded(r.sweep()).await,
+        };
+        match result {
+            Ok(dropped) if dropped.is_empty() => Ok(dropped),
+            other => self.changed(other),
         }
     }
 
@@ -224,7 +264,7 @@ impl Store {
         last_event_sequence: u64,
     ) -> Result<Heartbeat, StoreError> {
         let outcome = self
-            .update_node(node_id, |node| {
+            .update_uncounted(node_id, |node| {
                 node.apply_load(load, last_event_sequence, now_ms());
                 node.resync_required
             })
@@ -253,15 +293,25 @@ impl Store {
         healthy: bool,
         draining: Option<bool>,
     ) -> Result<Option<bool>, StoreError> {
-        self.update_node(node_id, |node| {
-            let was = node.healthy;
-            node.healthy = healthy;
-            if let Some(draining) = draining {
-                node.draining = draining;
+        let result = self
+            .update_uncounted(node_id, |node| {
+                let was = (node.healthy, node.draining);
+                node.healthy = healthy;
+                if let Some(draining) = draining {
+                    node.draining = draining;
+                }
+                was
+            })
+            .await;
+        match result {
+            // A probe that changed nothing (every probe of a healthy node) is not a change.
+            Ok(Some((was, was_draining)))
+                if was == healthy && draining.is_none_or(|d| d == was_draining) =>
+            {
+                Ok(Some(was))
             }
-            was
-        })
-        .await
+            other => self.changed(other.map(|r| r.map(|(was, _)| was))),
+        }
     }
 }
 

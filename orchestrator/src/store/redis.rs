@@ -44,6 +44,8 @@ pub struct RedisStore {
     /// The last list Redis gave, and when: redirects are served from it while Redis is
     /// unreachable (see [`RedisStore::last_known`]).
     last_list: Arc<Mutex<Option<Snapshot>>>,
+    /// Counts this process's changes to streams and node states ([`super::Store::changes`]).
+    pub(super) changes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A list of nodes and when (ms) Redis gave it.
@@ -66,6 +68,7 @@ impl RedisStore {
             prefix: prefix.to_owned(),
             expiry,
             last_list: Arc::default(),
+            changes: Arc::default(),
         })
     }
 
