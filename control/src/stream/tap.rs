@@ -124,6 +124,7 @@ mod tests {
             epoch: 0,
             keyframe_start: false,
             rtp,
+            received: std::time::Instant::now(),
         })
     }
 
