@@ -121,6 +121,12 @@ impl Engine {
     pub fn end(&self, kind: SessionKind, stream: &str, session: &str) -> Result<()> {
         let entry = self.lookup(kind, stream, session)?;
         self.shared.forget_session(session);
+        // The stream ends before the shard closes the publisher: a shard on its own thread
+        // can close it at once, and a publisher it closed first counts as vanished (the
+        // stream would wait out the reconnect grace instead of ending).
+        if kind == SessionKind::Publisher {
+            self.shared.end_stream(stream, session);
+        }
         self.send(
             entry.shard,
             Command::Close {
@@ -128,9 +134,6 @@ impl Engine {
                 reason: "ended by client",
             },
         )?;
-        if kind == SessionKind::Publisher {
-            self.shared.end_stream(stream, session);
-        }
         Ok(())
     }
 
