@@ -20,13 +20,20 @@ use waveguide_control::{SessionInfo, SessionKind, SessionState};
 
 /// `GET /api/v1/streams`
 pub async fn streams(State(state): State<SignalingState>) -> Response {
-    Json(state.engine.streams().statuses(Instant::now())).into_response()
+    let mut statuses = state.engine.streams().statuses(Instant::now());
+    statuses
+        .iter_mut()
+        .for_each(waveguide_outputs::hls::annotate);
+    Json(statuses).into_response()
 }
 
 /// `GET /api/v1/streams/{name}`
 pub async fn stream(State(state): State<SignalingState>, Path(name): Path<String>) -> Response {
     match state.engine.streams().status(&name, Instant::now()) {
-        Some(s) => Json(s).into_response(),
+        Some(mut s) => {
+            waveguide_outputs::hls::annotate(&mut s);
+            Json(s).into_response()
+        }
         None => (
             StatusCode::NOT_FOUND,
             format!("stream `{name}` is not live on this node\n"),

@@ -122,7 +122,25 @@ pub struct Browser {
 impl Browser {
     /// Starts the driver and Chromium; panics (with the driver log) if it is not ready in 30 s.
     pub fn launch() -> Browser {
-        let mut driver = JsonChild::spawn(node_command("driver.mjs"), "chromium", true);
+        Self::launch_with(node_command("driver.mjs"))
+    }
+
+    /// Launches the driver (and so Chromium) inside network namespace `netns`, through
+    /// `ip netns exec` (root only): the browser then has that namespace's network.
+    pub fn launch_in_netns(netns: &str) -> Browser {
+        let node = node_command("driver.mjs");
+        let mut cmd = std::process::Command::new("ip");
+        cmd.args(["netns", "exec", netns])
+            .arg(node.get_program())
+            .args(node.get_args());
+        if let Some(dir) = node.get_current_dir() {
+            cmd.current_dir(dir);
+        }
+        Self::launch_with(cmd)
+    }
+
+    fn launch_with(command: std::process::Command) -> Browser {
+        let mut driver = JsonChild::spawn(command, "chromium", true);
         let ready = driver.wait_for("driver ready", Duration::from_secs(30), |v| {
             v["event"] == "ready"
         });

@@ -1,12 +1,15 @@
-//! LL-HLS end to end: Debian's ffmpeg publishes `testsrc2` + `sine` as H.264 + AAC over RTMP;
-//! the edge muxes the stream (H.264 as sent, the AAC→Opus audio) into CMAF parts and segments
-//! once a client asks for `/hls/{stream}/index.m3u8`.
+//! LL-HLS end to end: Debian's ffmpeg publishes `testsrc2` + `sine` as H.264 with B-frames
+//! (`-bf 2`, which WebRTC viewers get without) + AAC over RTMP; the edge muxes the stream (H.264
+//! as sent, B-frames included, and the AAC as sent) into CMAF parts and segments once a client
+//! asks for `/hls/{stream}/index.m3u8`.
 //!
 //! - `hls_objects_and_blocking_reload`: the playlists, init segment, parts and segments over
 //!   plain HTTP: LL-HLS tags, a blocking reload that returns only once the asked-for segment
-//!   exists, CORS and cache headers, and ffprobe reading what was served.
+//!   exists, CORS and cache headers, and ffprobe reading what was served (every picture, in
+//!   the right order, and the AAC track).
 //! - `chromium_plays_ll_hls_with_audio`: the edge's own player with `?hls=1` (hls.js, served
-//!   by the edge) plays at ≥ 25 fps with audio; the latency is reported.
+//!   by the edge) plays the B-frame stream at ≥ 25 fps with audio; the latency behind the
+//!   edge's arrival time (wall clock − `PROGRAM-DATE-TIME` of the playing frame) is reported.
 
 use std::io::Write;
 use std::process::Command;
@@ -23,26 +26,17 @@ fn start_edge() -> (EdgeProcess, u16) {
     (EdgeProcess::start(&config), port)
 }
 
-/// ffmpeg publishing 640x480@30 H.264 (keyframe every 2 s, no B-frames) + AAC for `seconds`.
-fn publish(port: u16, seconds: u32) -> Ffmpeg {
+/// ffmpeg publishing 640x480@30 H.264 (keyframe every 2 s, two B-frames, one reference as
+/// OBS's x264 default) + AAC at `rate` Hz for `seconds`.
+fn publish(port: u16, seconds: u32, rate: u32) -> Ffmpeg {
+    let rate = rate.to_string();
     Ffmpeg::publish(
         &format!("rtmp://127.0.0.1:{port}/live/demo-key"),
         seconds,
         &[
-            "-c:v",
-            "libx264",
-            "-preset",
-            "veryfast",
-            "-tune",
-            "zerolatency",
-            "-bf",
-            "0",
-            "-g",
-            "60",
-            "-pix_fmt",
-            "yuv420p",
+            "-c:v", "libx264", "-preset", "veryfast", "-bf", "2", "-g", "60", "-pix_fmt", "yuv420p",
         ],
-        &["-c:a", "aac", "-ar", "48000", "-ac", "2"],
+        &["-c:a", "aac", "-ar", &rate, "-ac", "2"],
     )
 }
 
@@ -124,7 +118,7 @@ fn hls_objects_and_blocking_reload() {
     let missing = get(&client, &edge.url("/hls/nobody/index.m3u8"));
     assert_eq!(missing.status, 404, "a stream the edge does not hold");
 
-    let mut ffmpeg = publish(port, 60);
+    let mut ffmpeg = publish(port, 60, 44_100);
     wait_live(&edge, &mut ffmpeg);
 
     // The first request starts muxing and waits for the first keyframe (≤ 2 s GOP).
@@ -138,7 +132,7 @@ fn hls_objects_and_blocking_reload() {
     assert!(master.header("cache-control").contains("max-age=1"));
     let text = master.text();
     assert!(text.contains("CODECS=\"avc1.64"), "{text}");
-    assert!(text.contains(",opus\""), "{text}");
+    assert!(text.contains(",mp4a.40.2\""), "AAC kept as AAC: {text}");
     assert!(text.contains("RESOLUTION=640x480"), "{text}");
     let media_uri = text
         .lines()
@@ -156,6 +150,7 @@ fn hls_objects_and_blocking_reload() {
     for tag in [
         "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=",
         "#EXT-X-PART-INF:PART-TARGET=1.000",
+        "PART-HOLD-BACK=3.000",
         "#EXT-X-MAP:URI=\"init.mp4\"",
         "#EXT-X-PROGRAM-DATE-TIME:",
         "#EXT-X-PART:DURATION=",
@@ -173,7 +168,7 @@ fn hls_objects_and_blocking_reload() {
     );
     assert_eq!(init.header("access-control-allow-origin"), "*");
     assert_eq!(&init.body[4..8], b"ftyp");
-    for kind in [b"avc1", b"avcC", b"Opus", b"dOps", b"mvex"] {
+    for kind in [b"avc1", b"avcC", b"mp4a", b"esds", b"mvex"] {
         assert!(has_box(&init.body, kind), "init lacks {kind:?}");
     }
 
@@ -240,7 +235,7 @@ fn hls_objects_and_blocking_reload() {
     drop(file);
     let probe = Command::new("ffprobe")
         .args(["-v", "error", "-count_frames", "-show_entries"])
-        .arg("stream=codec_name,width,height,nb_read_frames,sample_rate")
+        .arg("stream=codec_name,width,height,has_b_frames,nb_read_frames,sample_rate")
         .args(["-of", "compact"])
         .arg(&path)
         .output()
@@ -251,17 +246,21 @@ fn hls_objects_and_blocking_reload() {
     eprintln!("ffprobe: {out}{err}");
     assert!(probe.status.success(), "{err}");
     assert!(
-        out.contains("codec_name=h264|width=640|height=480"),
+        out.contains("codec_name=h264|width=640|height=480|has_b_frames="),
         "{out}"
     );
-    assert!(out.contains("codec_name=opus|sample_rate=48000"), "{out}");
+    assert!(
+        !out.contains("has_b_frames=0"),
+        "the B-frames are kept: {out}"
+    );
+    assert!(out.contains("codec_name=aac|sample_rate=44100"), "{out}");
     let video_frames: u64 = out
         .lines()
         .find(|l| l.contains("h264"))
         .and_then(|l| l.rsplit("nb_read_frames=").next())
         .and_then(|n| n.trim().parse().ok())
         .expect("video frame count");
-    // A ~4 s segment at 30 fps, cut at a keyframe (every 2 s).
+    // A ~4 s segment at 30 fps, cut at a keyframe (every 2 s): B-frames included.
     assert!(
         (110..=130).contains(&video_frames),
         "{video_frames} pictures in {seg_line}"
@@ -282,8 +281,17 @@ fn hls_objects_and_blocking_reload() {
 #[test]
 fn chromium_plays_ll_hls_with_audio() {
     let (edge, port) = start_edge();
-    let mut ffmpeg = publish(port, 60);
+    let mut ffmpeg = publish(port, 60, 48_000);
     wait_live(&edge, &mut ffmpeg);
+    poll_until(
+        "the REST notices name the B-frames",
+        Duration::from_secs(10),
+        Duration::from_millis(200),
+        || {
+            edge.stream_info("demo")
+                .filter(|s| s["notices"].to_string().contains("B-frames"))
+        },
+    );
     let mut browser = Browser::launch();
     let page = browser.goto(&edge.url("/watch/demo?hls=1"));
     let eval = |browser: &mut Browser, expr: &str| -> serde_json::Value {
@@ -312,7 +320,8 @@ fn chromium_plays_ll_hls_with_audio() {
     let sample = "(() => { const v = document.getElementById('video'); \
                   const q = v.getVideoPlaybackQuality(); \
                   return [q.totalVideoFrames, q.droppedVideoFrames, v.webkitAudioDecodedByteCount, \
-                          performance.now(), v.videoWidth, v.videoHeight]; })()";
+                          performance.now(), v.videoWidth, v.videoHeight, v.currentTime, \
+                          window.waveguide.hls.targetLatency]; })()";
     std::thread::sleep(Duration::from_secs(2));
     let a = eval(&mut browser, sample);
     std::thread::sleep(Duration::from_secs(6));
@@ -330,9 +339,12 @@ fn chromium_plays_ll_hls_with_audio() {
     );
     eprintln!(
         "LL-HLS in Chromium: {fps:.1} fps ({dropped} dropped), {}x{}, {audio_bytes} audio bytes \
-         decoded in {secs:.1} s; hls.js latency {latency} s, wall clock − PROGRAM-DATE-TIME {behind_pdt} s",
+         decoded in {secs:.1} s, media time advanced {:.2} s; hls.js latency {latency} s \
+         (target {}), wall clock − PROGRAM-DATE-TIME {behind_pdt} s",
         n(&b, 4),
-        n(&b, 5)
+        n(&b, 5),
+        n(&b, 6) - n(&a, 6),
+        b[7]
     );
     assert_eq!((n(&b, 4), n(&b, 5)), (640.0, 480.0));
     assert!(fps >= 25.0, "{fps:.1} fps");

@@ -441,6 +441,7 @@ mod tests {
             keyframe_start: false,
             rtp: packet(7),
             received: Instant::now(),
+            delivery: Default::default(),
         });
         path.remember(7, 700, &media);
         assert_eq!(path.recall(7).map(|(ts, _)| ts), Some(700));

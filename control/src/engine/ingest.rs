@@ -4,7 +4,7 @@
 use super::peer::PublisherRole;
 use super::{Engine, Shared};
 use crate::error::{Error, Result};
-use crate::media::{MediaPacket, TrackKind, is_keyframe_start};
+use crate::media::{Delivery, MediaPacket, TrackKind, is_keyframe_start};
 use crate::service::PublishRequest;
 use crate::stream::{IngestProtocol, NewPublisher, TrackCounters, TrackInfo};
 use rtc::rtp;
@@ -30,6 +30,7 @@ impl Source<'_> {
         mut rtp: rtp::Packet,
         now: Instant,
         shared: &Shared,
+        delivery: Delivery,
     ) -> Arc<MediaPacket> {
         let bytes = rtp.payload.len() as u64;
         self.counters.packets.fetch_add(1, Ordering::Relaxed);
@@ -59,6 +60,7 @@ impl Source<'_> {
             keyframe_start,
             rtp,
             received: now,
+            delivery,
         })
     }
 }
@@ -88,7 +90,7 @@ pub(super) fn from_webrtc(
         counters: &p.counters[index],
         last_media: &p.last_media,
     };
-    Some(source.packet(&track.info, rtp, now, shared))
+    Some(source.packet(&track.info, rtp, now, shared, Delivery::default()))
 }
 
 /// A live non-WebRTC publisher. Dropping it ends the publish; viewers then wait out the
@@ -193,6 +195,18 @@ impl Ingest {
             || self.shared.streams.taps().is_tapped(self.stream)
     }
 
+    /// Whether a WebRTC viewer (or a relay pull) watches: work only they need (the AAC → Opus
+    /// transcode of an RTMP publisher, whose taps take the AAC as sent) can wait for one.
+    pub fn has_webrtc_viewers(&self) -> bool {
+        self.viewers.load(Ordering::Relaxed) > 0
+    }
+
+    /// Taps (LL-HLS) get this publisher's original AAC audio, described by `config` (its
+    /// `AudioSpecificConfig`), as taps-only packets beside the transcode viewers get.
+    pub fn set_source_audio(&self, config: bytes::Bytes) {
+        self.shared.streams.set_source_audio(&self.name, config);
+    }
+
     /// Whether a viewer asked for a keyframe since the last call. An input that can ask its
     /// source for one (the relay: a PLI upstream) should, and the request is counted on the
     /// video track; others (RTMP, FTL) never ask and rely on the keyframe cache.
@@ -214,6 +228,12 @@ impl Ingest {
     /// Sends one RTP packet of the `kind` track to every viewer. SSRC and payload type are
     /// the input's own; they are rewritten per viewer.
     pub fn send(&self, kind: TrackKind, rtp: rtp::Packet) -> Result<()> {
+        self.send_with(kind, rtp, Delivery::default())
+    }
+
+    /// [`Ingest::send`] for a packet that only some outputs get, or whose decode time differs
+    /// from its presentation time (an RTMP publisher's B-frames).
+    pub fn send_with(&self, kind: TrackKind, rtp: rtp::Packet, delivery: Delivery) -> Result<()> {
         if self.is_revoked() {
             return Err(Error::StreamBusy(self.name.clone()));
         }
@@ -226,7 +246,13 @@ impl Ingest {
             counters: &self.counters[index],
             last_media: &self.last_media,
         };
-        let packet = source.packet(&self.tracks[index], rtp, Instant::now(), &self.shared);
+        let packet = source.packet(
+            &self.tracks[index],
+            rtp,
+            Instant::now(),
+            &self.shared,
+            delivery,
+        );
         self.shared.fan_out(packet);
         Ok(())
     }

@@ -148,8 +148,12 @@ impl Shared {
     }
 
     /// Hands a publisher packet to every shard once; a full shard queue drops and counts.
+    /// A packet for taps only never reaches the shards (nor their keyframe caches).
     fn fan_out(&self, packet: Arc<crate::media::MediaPacket>) {
         self.streams.taps().feed(&packet);
+        if packet.delivery.audience == crate::media::Audience::Taps {
+            return;
+        }
         for tx in &self.media {
             if tx.try_send(Arc::clone(&packet)).is_err() {
                 self.metrics.drops_shard_queue.increment(1);
@@ -279,6 +283,22 @@ impl Engine {
     pub fn set_upstream(&self, upstream: Arc<dyn Upstream>) {
         if self.upstream.set(upstream).is_err() {
             warn!("the upstream (relay) was set twice; keeping the first");
+        }
+    }
+
+    /// Makes `stream` live here when another edge of the cluster has it, through the relay
+    /// (as a WHEP viewer's POST does); `Ok` at once when it is local already. For outputs that
+    /// read a stream without being WebRTC viewers (LL-HLS): their tap keeps the pull alive.
+    pub async fn pull_if_remote(&self, stream: &str) -> Result<()> {
+        if self.shared.streams.get(stream).is_some() {
+            return Ok(());
+        }
+        if self.limits.is_draining() {
+            return Err(Error::Draining);
+        }
+        match self.upstream.get() {
+            Some(upstream) => upstream.pull(stream).await,
+            None => Err(Error::StreamNotFound(stream.to_owned())),
         }
     }
 

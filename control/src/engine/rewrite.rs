@@ -102,6 +102,7 @@ mod tests {
             keyframe_start: key,
             rtp,
             received: Instant::now(),
+            delivery: Default::default(),
         }
     }
 

@@ -15,6 +15,7 @@ fn packet(seq: u16, ts: u32, key: bool) -> Arc<MediaPacket> {
         keyframe_start: key,
         rtp,
         received: std::time::Instant::now(),
+        delivery: Default::default(),
     })
 }
 

@@ -9,4 +9,4 @@ mod packet;
 
 pub use codec::{Codec, CodecParams, fmtp_value as codec_fmtp_value};
 pub use keyframe::{KeyframeCache, is_keyframe_start};
-pub use packet::{MediaPacket, TrackKind};
+pub use packet::{Audience, Delivery, MediaPacket, TrackKind};

@@ -42,6 +42,32 @@ pub struct MediaPacket {
     /// When the node received it from the publisher: a shard never sends a packet older than
     /// the configured bound (`[viewers] max_delay_ms`), however far behind it has fallen.
     pub received: Instant,
+    /// Who gets it, and its decode time when that differs from its presentation time.
+    pub delivery: Delivery,
+}
+
+/// What an input knows about a packet beyond its RTP header. WHIP publishers and every input
+/// without reordering leave it at the default: for everyone, decoded when presented.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Delivery {
+    /// Who gets the packet.
+    pub audience: Audience,
+    /// How long after its decode time the picture is presented, in RTP clock ticks (positive
+    /// for pictures decoded before B-frames that are shown first). The RTP timestamp is the
+    /// presentation time, as RTP defines it; the decode time is `timestamp - offset`.
+    pub composition_offset: i32,
+}
+
+/// Who gets a packet.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Audience {
+    /// WebRTC viewers (through the shards) and taps.
+    #[default]
+    Everyone,
+    /// Taps only: an H.264 B-frame, which browsers' WebRTC decoders cannot take (they do not
+    /// reorder) but a muxer for MSE (LL-HLS) keeps. Such packets are numbered in an RTP
+    /// sequence of their own, so the viewers' sequence has no gap where they are left out.
+    Taps,
 }
 
 impl MediaPacket {

@@ -125,6 +125,9 @@ struct Entry {
     viewers: Arc<AtomicUsize>,
     /// Things the operator should know about the current publisher (B-frames dropped …).
     notices: Vec<String>,
+    /// The current publisher's AAC `AudioSpecificConfig`, when its audio reaches viewers
+    /// transcoded (RTMP): taps that can carry AAC get the original frames.
+    source_audio: Option<bytes::Bytes>,
 }
 
 /// All streams of the node.
@@ -218,6 +221,7 @@ impl Streams {
                     epoch: 0,
                     viewers: Arc::default(),
                     notices: Vec::new(),
+                    source_audio: None,
                 },
             );
         }
@@ -249,6 +253,7 @@ impl Streams {
         }
         entry.protocol = protocol;
         entry.notices.clear();
+        entry.source_audio = None;
         entry.tracks = tracks
             .into_iter()
             .map(|t| (t, Arc::new(TrackCounters::default()), 0, 0))
@@ -408,6 +413,19 @@ impl Streams {
         {
             e.notices.push(notice.to_owned());
         }
+    }
+
+    /// Records the AAC `AudioSpecificConfig` of `name`'s current publisher, whose original audio
+    /// frames taps get beside the transcode viewers get.
+    pub fn set_source_audio(&self, name: &str, config: bytes::Bytes) {
+        if let Some(e) = self.lock().by_name.get_mut(name) {
+            e.source_audio = Some(config);
+        }
+    }
+
+    /// The AAC `AudioSpecificConfig` of `name`'s current publisher, if its audio is AAC.
+    pub fn source_audio(&self, name: &str) -> Option<bytes::Bytes> {
+        self.lock().by_name.get(name)?.source_audio.clone()
     }
 
     /// Counts a viewer in or out.

@@ -125,6 +125,7 @@ mod tests {
             keyframe_start: false,
             rtp,
             received: std::time::Instant::now(),
+            delivery: Default::default(),
         })
     }
 

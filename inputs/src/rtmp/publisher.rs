@@ -6,6 +6,7 @@
 //! packets to the control's `Ingest` and turns [`Notice`]s into log lines.
 
 use super::audio::AudioTranscoder;
+use super::audio::passthrough::AacPassthrough;
 use super::commands::Metadata;
 use super::error::MediaError;
 use super::flv::{self, AudioTag, VideoTag};
@@ -13,7 +14,7 @@ use super::video::VideoTrack;
 use bytes::Bytes;
 use rtc::rtp;
 use std::collections::VecDeque;
-use waveguide_control::media::{Codec, CodecParams, TrackKind};
+use waveguide_control::media::{Audience, Codec, CodecParams, Delivery, TrackKind};
 use waveguide_control::stream::TrackInfo;
 
 /// Coded frames held before the tracks are known; past this the stream starts with the
@@ -23,6 +24,9 @@ const MAX_PENDING_FRAMES: usize = 90;
 const MAX_PENDING_BYTES: usize = 16 << 20;
 /// The Opus format viewers are offered (the answer takes the viewer's own parameters).
 const OPUS_FMTP: &str = "minptime=10;useinbandfec=1;stereo=1;sprop-stereo=1";
+
+/// One packet for the control: its track, the packet, and who gets it.
+pub type Outgoing = (TrackKind, rtp::Packet, Delivery);
 
 /// Something the operator should hear about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +44,8 @@ pub enum Notice {
 pub struct Publisher {
     video: VideoTrack,
     audio: Option<AudioTranscoder>,
+    /// The AAC frames as sent, for taps, with their `AudioSpecificConfig`.
+    aac: Option<(AacPassthrough, Bytes)>,
     audio_ssrc: u32,
     audio_sequence: u16,
     expect_video: Option<bool>,
@@ -49,8 +55,8 @@ pub struct Publisher {
     /// The tracks, once started.
     started: Option<Vec<TrackKind>>,
     notices: Vec<Notice>,
-    /// Whether anyone watches; the AAC → Opus transcode (the only costly step) waits until
-    /// someone does. The transcoder re-anchors its timestamps on the gap, so they stay true.
+    /// Whether a WebRTC viewer watches; the AAC → Opus transcode (the only costly step) waits
+    /// until one does (taps take the AAC as sent). The transcoder re-anchors its timestamps on the gap, so they stay true.
     audio_wanted: bool,
     late_reported: [bool; 2],
     rtp: Vec<rtp::Packet>,
@@ -62,6 +68,7 @@ impl Publisher {
         Self {
             video: VideoTrack::new(video_ssrc, first_sequences.0),
             audio: None,
+            aac: None,
             audio_ssrc,
             audio_sequence: first_sequences.1,
             expect_video: None,
@@ -91,6 +98,11 @@ impl Publisher {
     /// The AAC input being transcoded, for the log.
     pub fn audio_input(&self) -> Option<super::audio::aac::AacConfig> {
         self.audio.as_ref().map(AudioTranscoder::input)
+    }
+
+    /// The AAC `AudioSpecificConfig` of the audio track, once its sequence header arrived.
+    pub fn aac_config(&self) -> Option<&Bytes> {
+        self.aac.as_ref().map(|(_, asc)| asc)
     }
 
     /// The real `profile-level-id` of the video (the SPS's), for the log.
@@ -149,7 +161,7 @@ impl Publisher {
     }
 
     /// Starts the stream with [`Publisher::tracks`]: the held frames come out as packets.
-    pub fn start(&mut self, out: &mut Vec<(TrackKind, rtp::Packet)>) -> Result<(), MediaError> {
+    pub fn start(&mut self, out: &mut Vec<Outgoing>) -> Result<(), MediaError> {
         self.started = Some(self.tracks().iter().map(|t| t.kind).collect());
         self.pending_bytes = 0;
         while let Some((kind, ts, payload)) = self.pending.pop_front() {
@@ -190,7 +202,7 @@ impl Publisher {
         &mut self,
         ts: u32,
         payload: Bytes,
-        out: &mut Vec<(TrackKind, rtp::Packet)>,
+        out: &mut Vec<Outgoing>,
     ) -> Result<(), MediaError> {
         let tag = flv::parse_video(&payload)?;
         if let VideoTag::Frame { .. } = tag {
@@ -210,7 +222,13 @@ impl Publisher {
         if result.config_changed {
             self.notices.push(Notice::VideoConfigChanged);
         }
-        out.extend(result.packets.into_iter().map(|p| (TrackKind::Video, p)));
+        let delivery = result.delivery;
+        out.extend(
+            result
+                .packets
+                .into_iter()
+                .map(|p| (TrackKind::Video, p, delivery)),
+        );
         Ok(())
     }
 
@@ -219,7 +237,7 @@ impl Publisher {
         &mut self,
         ts: u32,
         payload: Bytes,
-        out: &mut Vec<(TrackKind, rtp::Packet)>,
+        out: &mut Vec<Outgoing>,
     ) -> Result<(), MediaError> {
         match flv::parse_audio(&payload)? {
             AudioTag::SequenceHeader(asc) => {
@@ -228,7 +246,12 @@ impl Publisher {
                 });
                 if !same {
                     let (ssrc, seq) = (self.audio_ssrc, self.audio_sequence);
-                    self.audio = Some(AudioTranscoder::new(&asc, ssrc, seq)?);
+                    let transcoder = AudioTranscoder::new(&asc, ssrc, seq)?;
+                    let rate = transcoder.input().sample_rate;
+                    // Its own sequence: viewers never see these packets.
+                    let aac = AacPassthrough::new(rate, ssrc, seq.wrapping_add(0x8000));
+                    self.aac = Some((aac, asc));
+                    self.audio = Some(transcoder);
                 }
             }
             AudioTag::Frame(frame) => {
@@ -239,6 +262,13 @@ impl Publisher {
                     self.hold(TrackKind::Audio, ts, payload);
                     return Ok(());
                 }
+                if let Some((aac, _)) = &mut self.aac {
+                    let taps = Delivery {
+                        audience: Audience::Taps,
+                        composition_offset: 0,
+                    };
+                    out.push((TrackKind::Audio, aac.push(ts, frame.clone()), taps));
+                }
                 if !self.audio_wanted {
                     return Ok(());
                 }
@@ -248,7 +278,11 @@ impl Publisher {
                     if let Some(last) = self.rtp.last() {
                         self.audio_sequence = last.header.sequence_number.wrapping_add(1);
                     }
-                    out.extend(self.rtp.drain(..).map(|p| (TrackKind::Audio, p)));
+                    out.extend(
+                        self.rtp
+                            .drain(..)
+                            .map(|p| (TrackKind::Audio, p, Delivery::default())),
+                    );
                 }
             }
         }

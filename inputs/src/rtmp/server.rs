@@ -18,7 +18,6 @@ use super::session::{Event, Session, SessionConfig};
 use super::video::BFrames;
 use crate::admission::{Admission, LogThrottle};
 use rand::RngCore;
-use rtc::rtp;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,7 +25,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, warn};
 use waveguide_control::engine::Ingest;
-use waveguide_control::media::TrackKind;
 use waveguide_control::service::PublishRequest;
 use waveguide_control::stream::IngestProtocol;
 use waveguide_control::{Engine, Error as ControlError};
@@ -124,7 +122,7 @@ struct Connection {
     stream: Option<String>,
     accepted_at: Option<Instant>,
     ingest: Option<Ingest>,
-    packets: Vec<(TrackKind, rtp::Packet)>,
+    packets: Vec<super::publisher::Outgoing>,
     /// Notices for the stream's REST status, held until the stream exists.
     notices: Vec<&'static str>,
 }
@@ -237,8 +235,10 @@ impl Connection {
                 }
                 Event::Audio { timestamp, payload } => {
                     if let Some(p) = &mut self.publisher {
-                        // Nothing to transcode for while nobody watches.
-                        p.set_audio_wanted(self.ingest.as_ref().is_none_or(Ingest::has_viewers));
+                        // Nothing to transcode for while no WebRTC viewer watches.
+                        p.set_audio_wanted(
+                            self.ingest.as_ref().is_none_or(Ingest::has_webrtc_viewers),
+                        );
                         p.on_audio(timestamp, payload, &mut self.packets)?;
                     }
                     self.after_media().await?;
@@ -311,7 +311,7 @@ impl Connection {
             let stream = self.stream.as_deref().unwrap_or("-");
             self.notices.push(match &notice {
                 Notice::BFrames(BFrames::Dropped) => {
-                    "publisher sends B-frames: dropped for browsers (lower frame rate); set bframes=0"
+                    "publisher sends B-frames: dropped for WebRTC viewers (lower frame rate), kept in LL-HLS; set bframes=0"
                 }
                 Notice::BFrames(BFrames::Forwarded) => {
                     "publisher sends B-frames with multiple references: browsers stall; set bframes=0 or ref=1"
@@ -371,6 +371,9 @@ impl Connection {
                         },
                     );
                     info!(peer = %self.peer, stream = ingest.stream(), %video, %audio, "RTMP stream live");
+                    if let Some(asc) = publisher.aac_config() {
+                        ingest.set_source_audio(asc.clone());
+                    }
                     self.ingest = Some(ingest);
                     publisher.start(&mut self.packets)?;
                 }
@@ -387,8 +390,8 @@ impl Connection {
         for notice in self.notices.drain(..) {
             ingest.notice(notice);
         }
-        for (kind, packet) in self.packets.drain(..) {
-            if ingest.send(kind, packet).is_err() {
+        for (kind, packet, delivery) in self.packets.drain(..) {
+            if ingest.send_with(kind, packet, delivery).is_err() {
                 self.session
                     .end_publish("another publisher took this stream over");
                 return Err(ConnectionError::TakenOver);

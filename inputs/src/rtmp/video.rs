@@ -15,8 +15,13 @@
 //! from a dropped B-frame: non-reference B-frames always go, reference B-frames (x264's
 //! b-pyramid) only while every P slice uses a single reference (x264's fast presets, OBS's
 //! default; with ffmpeg's default preset `medium`, dropping them was measured to corrupt the
-//! P-frames). Otherwise B-frames are forwarded. Full frame rate in browsers needs the encoder
-//! to send no B-frames (OBS: x264 option `bframes=0`), which the operator is told.
+//! P-frames). Otherwise B-frames are forwarded. Full frame rate in browsers over WebRTC needs
+//! the encoder to send no B-frames (OBS: x264 option `bframes=0`), which the operator is told.
+//!
+//! A dropped B-frame is still packetized, for taps only ([`Audience::Taps`]): LL-HLS plays in
+//! the browser's media stack, which reorders, so HLS viewers get every frame. Those packets are
+//! numbered in a sequence of their own, and every packet carries its composition offset (the
+//! FLV `cts`), so a muxer recovers the decode time from the presentation-time RTP timestamp.
 //!
 //! Owns no socket and no clock.
 
@@ -26,6 +31,7 @@ use super::h264::{self, AvcConfig};
 use super::packetizer::{self, MAX_PAYLOAD};
 use bytes::Bytes;
 use rtc::rtp;
+use waveguide_control::media::{Audience, Delivery};
 
 /// RTP payload type on our side (rewritten per viewer).
 pub const PAYLOAD_TYPE: u8 = 96;
@@ -37,6 +43,8 @@ const CLOCK_KHZ: u64 = 90;
 pub struct VideoOutput {
     /// RTP packets of the frame, in order.
     pub packets: Vec<rtp::Packet>,
+    /// Who gets them, and the frame's composition offset.
+    pub delivery: Delivery,
     /// How B-frames are handled, when that was decided or changed by this message.
     pub b_frames: Option<BFrames>,
     /// A sequence header replaced an earlier, different one (resolution or profile change).
@@ -58,6 +66,8 @@ pub enum BFrames {
 pub struct VideoTrack {
     ssrc: u32,
     sequence: u16,
+    /// The sequence of packets only taps get (dropped B-frames).
+    tap_sequence: u16,
     config: Option<AvcConfig>,
     dropped_b_frames: u64,
     /// A B-frame used as a reference has been dropped.
@@ -76,6 +86,7 @@ impl VideoTrack {
         Self {
             ssrc,
             sequence: first_sequence,
+            tap_sequence: first_sequence.wrapping_add(0x8000),
             config: None,
             dropped_b_frames: 0,
             dropped_b_refs: false,
@@ -111,7 +122,7 @@ impl VideoTrack {
                 cts,
                 data,
             } => {
-                self.frame(
+                out.delivery = self.frame(
                     dts_ms,
                     cts,
                     keyframe,
@@ -132,7 +143,7 @@ impl VideoTrack {
         data: &Bytes,
         packets: &mut Vec<rtp::Packet>,
         policy: &mut Option<BFrames>,
-    ) -> Result<(), MediaError> {
+    ) -> Result<Delivery, MediaError> {
         let config = self
             .config
             .as_mut()
@@ -141,6 +152,7 @@ impl VideoTrack {
         h264::nal_units(data, config.length_size, &mut self.nals)?;
         // In-band parameter sets replace the stored ones; they are re-sent from there.
         let mut idr = false;
+        let mut audience = Audience::Everyone;
         for nal in &self.nals {
             match h264::nal_type(nal) {
                 h264::NAL_SPS if nal.len() >= 4 => config.sps = vec![nal.clone()],
@@ -168,7 +180,7 @@ impl VideoTrack {
                     if self.dropped_b_frames == 1 {
                         *policy = Some(BFrames::Dropped);
                     }
-                    return Ok(());
+                    audience = Audience::Taps;
                 }
             } else if !self.multi_ref_p && config.p_slice_refs(slice).is_some_and(|n| n > 1) {
                 self.multi_ref_p = true;
@@ -194,22 +206,30 @@ impl VideoTrack {
         // Milliseconds to the 90 kHz clock; RTP timestamps wrap at 32 bits by definition.
         let timestamp = (u64::from(pts_ms) * CLOCK_KHZ) as u32;
         let last = self.payloads.len().saturating_sub(1);
+        let sequence = match audience {
+            Audience::Everyone => &mut self.sequence,
+            Audience::Taps => &mut self.tap_sequence,
+        };
         for (i, payload) in self.payloads.drain(..).enumerate() {
             packets.push(rtp::Packet {
                 header: rtp::Header {
                     version: 2,
                     marker: i == last,
                     payload_type: PAYLOAD_TYPE,
-                    sequence_number: self.sequence,
+                    sequence_number: *sequence,
                     timestamp,
                     ssrc: self.ssrc,
                     ..Default::default()
                 },
                 payload,
             });
-            self.sequence = self.sequence.wrapping_add(1);
+            *sequence = sequence.wrapping_add(1);
         }
-        Ok(())
+        Ok(Delivery {
+            audience,
+            // FLV's composition time is 24-bit milliseconds; in 90 kHz ticks it fits an i32.
+            composition_offset: cts.saturating_mul(CLOCK_KHZ as i32),
+        })
     }
 }
 
@@ -326,12 +346,38 @@ mod tests {
                 .unwrap();
             reports.extend(out.b_frames);
             if let Some(last) = out.packets.last() {
-                sent.push(last.header.timestamp);
+                sent.push((
+                    last.header.timestamp,
+                    last.header.sequence_number,
+                    out.delivery,
+                ));
             }
         }
         assert_eq!(reports, vec![BFrames::Dropped]);
         assert_eq!(t.dropped_b_frames(), 4);
-        assert_eq!(sent, vec![66 * 90, 133 * 90, 233 * 90]);
+        let everyone = |cts: i32| Delivery {
+            audience: Audience::Everyone,
+            composition_offset: cts * 90,
+        };
+        let taps = |cts: i32| Delivery {
+            audience: Audience::Taps,
+            composition_offset: cts * 90,
+        };
+        // Viewers get the I/P frames with a gapless sequence; taps also get the B-frames, in a
+        // sequence of their own; the RTP timestamp is the presentation time throughout.
+        assert_eq!(
+            sent,
+            vec![
+                // The keyframe's parameter sets took sequence number 0.
+                (66 * 90, 1, everyone(66)),
+                (133 * 90, 2, everyone(100)),
+                (66 * 90, 0x8000, taps(0)),
+                (100 * 90, 0x8001, taps(0)),
+                (233 * 90, 3, everyone(100)),
+                (166 * 90, 0x8002, taps(0)),
+                (200 * 90, 0x8003, taps(0)),
+            ]
+        );
     }
 
     /// x264's SPS for 640x480 High, and its PPS with the `veryfast` preset (ref=1) and with
@@ -395,7 +441,8 @@ mod tests {
                 },
             )
             .unwrap();
-        assert!(out.packets.is_empty());
+        assert_eq!(out.delivery.audience, Audience::Taps);
+        assert_eq!(out.packets.len(), 1);
         assert_eq!(out.b_frames, Some(BFrames::Dropped));
         let out = t
             .push(
@@ -409,6 +456,7 @@ mod tests {
             .unwrap();
         assert_eq!(out.b_frames, Some(BFrames::Forwarded));
         assert_eq!(out.packets.len(), 1);
+        assert_eq!(out.delivery.audience, Audience::Everyone);
         let out = t
             .push(
                 133,
@@ -446,7 +494,8 @@ mod tests {
                 },
             )
             .unwrap();
-        assert!(out.packets.is_empty());
+        assert_eq!(out.delivery.audience, Audience::Taps);
+        assert_eq!(out.packets.len(), 1);
         assert_eq!(out.b_frames, Some(BFrames::Dropped));
     }
 

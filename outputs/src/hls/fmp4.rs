@@ -1,5 +1,5 @@
-//! CMAF / fragmented MP4 writing: the init segment (`ftyp` + `moov` with `avc1`/`avcC` and
-//! `Opus`/`dOps` sample entries) and media fragments (`moof` + `mdat`, one `traf` per track).
+//! CMAF / fragmented MP4 writing: the init segment (`ftyp` + `moov` with `avc1`/`avcC`,
+//! `Opus`/`dOps` and `mp4a`/`esds` sample entries) and media fragments (`moof` + `mdat`, one `traf` per track).
 //!
 //! The boxes are written by hand (ISO/IEC 14496-12 and -15, the Opus-in-ISOBMFF mapping)
 //! rather than with a crate such as `mp4-atom`: the few boxes a live CMAF rendition needs fit in
@@ -26,6 +26,15 @@ pub enum TrackConfig {
         /// Output channels.
         channels: u8,
     },
+    /// AAC as the publisher sent it (RTMP), in its own sample rate.
+    Aac {
+        /// The `AudioSpecificConfig`.
+        config: Vec<u8>,
+        /// Its sample rate in Hz (the track's timescale).
+        sample_rate: u32,
+        /// Its channel count.
+        channels: u8,
+    },
 }
 
 impl TrackConfig {
@@ -34,6 +43,7 @@ impl TrackConfig {
         match self {
             TrackConfig::H264 { .. } => 90_000,
             TrackConfig::Opus { .. } => 48_000,
+            TrackConfig::Aac { sample_rate, .. } => *sample_rate,
         }
     }
 
@@ -45,6 +55,10 @@ impl TrackConfig {
                 None => "avc1.42e01f".to_owned(),
             },
             TrackConfig::Opus { .. } => "opus".to_owned(),
+            // The audio object type is the config's first five bits (2: AAC-LC).
+            TrackConfig::Aac { config, .. } => {
+                format!("mp4a.40.{}", config.first().map_or(2, |b| b >> 3))
+            }
         }
     }
 
@@ -158,7 +172,7 @@ pub fn init_segment(tracks: &[TrackConfig]) -> Vec<u8> {
 fn trak(o: &mut Vec<u8>, id: u32, track: &TrackConfig) {
     let (width, height) = match track {
         TrackConfig::H264 { width, height, .. } => (*width, *height),
-        TrackConfig::Opus { .. } => (0, 0),
+        TrackConfig::Opus { .. } | TrackConfig::Aac { .. } => (0, 0),
     };
     boxed(o, b"trak", |o| {
         full(o, b"tkhd", 0, 0x3, |o| {
@@ -274,7 +288,48 @@ fn sample_entry(o: &mut Vec<u8>, track: &TrackConfig) {
                 o.push(0); // channel mapping family
             });
         }),
+        TrackConfig::Aac {
+            config,
+            sample_rate,
+            channels,
+        } => boxed(o, b"mp4a", |o| {
+            o.extend_from_slice(&[0; 6]);
+            u16be(o, 1);
+            o.extend_from_slice(&[0; 8]);
+            u16be(o, u16::from(*channels));
+            u16be(o, 16); // sample size
+            u32be(o, 0);
+            // 16.16 fixed point; rates above 65535 Hz are read from the esds instead.
+            u32be(o, u32::from(u16::try_from(*sample_rate).unwrap_or(0)) << 16);
+            full(o, b"esds", 0, 0, |o| esds(o, config));
+        }),
     }
+}
+
+/// The MPEG-4 elementary stream descriptor (ISO/IEC 14496-1 §7.2.6.5) of an AAC track.
+fn esds(o: &mut Vec<u8>, config: &[u8]) {
+    // An `AudioSpecificConfig` is a few bytes: every length fits one byte.
+    let config = &config[..config.len().min(64)];
+    let specific = 2 + config.len();
+    let decoder = 2 + 13 + specific;
+    let sl = 3;
+    o.push(0x03); // ES_Descriptor
+    o.push((3 + decoder + sl) as u8);
+    u16be(o, 0); // ES_ID
+    o.push(0); // no dependency, URL or OCR stream
+    o.push(0x04); // DecoderConfigDescriptor
+    o.push((decoder - 2) as u8);
+    o.push(0x40); // object type: MPEG-4 audio
+    o.push(0x15); // stream type audio (5 << 2), upstream 0, reserved 1
+    o.extend_from_slice(&[0; 3]); // buffer size
+    u32be(o, 0); // max bitrate: unknown
+    u32be(o, 0); // average bitrate: unknown
+    o.push(0x05); // DecoderSpecificInfo
+    o.push(config.len() as u8);
+    o.extend_from_slice(config);
+    o.push(0x06); // SLConfigDescriptor
+    o.push(1);
+    o.push(2); // predefined: MP4
 }
 
 const SYNC_FLAGS: u32 = 0x0200_0000; // depends on no other sample
@@ -397,6 +452,37 @@ mod tests {
             &[0, 2, 0, 0, 0, 0, 0xbb, 0x80, 0, 0, 0]
         );
         assert_eq!(h264().codec_string(), "avc1.64001f");
+    }
+
+    #[test]
+    fn aac_sample_entry_carries_the_audio_specific_config() {
+        let aac = TrackConfig::Aac {
+            config: vec![0x12, 0x10],
+            sample_rate: 44_100,
+            channels: 2,
+        };
+        assert_eq!(aac.codec_string(), "mp4a.40.2");
+        assert_eq!(aac.timescale(), 44_100);
+        let init = init_segment(&[h264(), aac]);
+        let mp4a = init.windows(4).position(|w| w == b"mp4a").unwrap() - 4;
+        let size = u32::from_be_bytes(init[mp4a..mp4a + 4].try_into().unwrap()) as usize;
+        let entry = &init[mp4a..mp4a + size];
+        assert_eq!(u16::from_be_bytes([entry[24], entry[25]]), 2, "channels");
+        assert_eq!(&entry[32..34], &44_100u16.to_be_bytes(), "rate");
+        let esds = &entry[36..];
+        assert_eq!(&esds[4..8], b"esds");
+        assert_eq!(
+            u32::from_be_bytes(esds[0..4].try_into().unwrap()) as usize,
+            esds.len()
+        );
+        // ES_Descriptor(DecoderConfigDescriptor(MPEG-4 audio, DecoderSpecificInfo(ASC)), SL).
+        assert_eq!(
+            &esds[12..],
+            &[
+                0x03, 25, 0, 0, 0, 0x04, 17, 0x40, 0x15, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x05, 2,
+                0x12, 0x10, 0x06, 1, 2
+            ]
+        );
     }
 
     #[test]

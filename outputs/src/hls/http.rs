@@ -129,7 +129,12 @@ fn error(status: StatusCode, message: &str) -> Response {
 }
 
 fn no_rendition(e: &NoRendition) -> Response {
-    error(StatusCode::NOT_FOUND, &e.to_string())
+    let status = match e {
+        NoRendition::NotFound => StatusCode::NOT_FOUND,
+        // The stream is live; what it carries cannot be served as HLS.
+        _ => StatusCode::CONFLICT,
+    };
+    error(status, &e.to_string())
 }
 
 fn bytes_out(content_type: &'static str, cache: &'static str, body: Bytes) -> Response {
@@ -161,6 +166,10 @@ async fn multivariant(
     Path(stream): Path<String>,
     client: Client,
 ) -> Response {
+    // A stream another edge holds is pulled over the relay first, as for a WHEP viewer.
+    if let Err(e) = hls.engine.pull_if_remote(&stream).await {
+        return e.into_response();
+    }
     let rendition = match hls.rendition(&stream) {
         Ok(r) => r,
         Err(e) => return no_rendition(&e),

@@ -18,7 +18,8 @@
 //!
 //! Muxing for a stream starts with its first HLS request and stops after
 //! [`rendition::IDLE_AFTER`] without one, or when the stream ends. A stream this node does not
-//! hold is `404`; one whose video is not H.264 is `404` with the reason.
+//! hold is `404`; one whose video is not H.264 (VP8), or that has no video, is `409` with the
+//! reason, which its REST status names too ([`annotate`]).
 
 pub mod fmp4;
 pub mod h264;
@@ -27,3 +28,4 @@ pub mod rendition;
 pub mod segmenter;
 
 pub use http::router;
+pub use rendition::annotate;

@@ -1,6 +1,10 @@
 //! One stream's LL-HLS rendition while someone plays it: the task that reads the stream's
-//! packets from a registry tap, turns them into pictures and Opus frames on one timeline, and
+//! packets from a registry tap, turns them into pictures and audio frames on one timeline, and
 //! feeds the [`Segmenter`]; and the state the HTTP handlers read.
+//!
+//! Video is H.264 as published, B-frames included (an RTMP publisher's B-frames reach taps
+//! only, with their composition offsets). Audio is the publisher's AAC as sent when it has
+//! one (RTMP: its frames reach taps beside the Opus transcode viewers get), else Opus.
 //!
 //! The task ends when no client has asked for anything for [`IDLE_AFTER`], or when the stream
 //! ends; the tap closes with it, so the fan-out stops feeding it.
@@ -15,8 +19,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
 use waveguide_control::Engine;
-use waveguide_control::media::{Codec, MediaPacket, TrackKind};
-use waveguide_control::stream::{StreamRef, Streams, Tap};
+use waveguide_control::media::{Audience, Codec, MediaPacket, TrackKind};
+use waveguide_control::stream::{StreamRef, StreamStatus, Streams, Tap, TrackInfo};
 
 /// A rendition nobody asked anything of for this long stops muxing.
 pub const IDLE_AFTER: Duration = Duration::from_secs(30);
@@ -29,13 +33,42 @@ const MAX_CLIENTS: usize = 10_000;
 
 /// Why a stream has no HLS rendition.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum NoRendition {
     /// The stream is not live on this node.
     #[error("stream not found on this node")]
     NotFound,
-    /// Its video is not H.264 (VP8/VP9/AV1 publishers), or it has no video.
-    #[error("stream has no HLS rendition: its video is {0}, HLS here carries H.264 only")]
-    Codec(String),
+    /// Its video is not H.264 (VP8/VP9/AV1 publishers): browsers' MSE takes no VP8 in fMP4.
+    #[error("no HLS rendition: its video is {0}, and LL-HLS here carries H.264 only")]
+    Codec(&'static str),
+    /// It has no video (the segmenter cuts parts on pictures).
+    #[error("no HLS rendition: the stream has no video")]
+    NoVideo,
+}
+
+impl NoRendition {
+    /// Why a stream with these tracks has no rendition, if it has none.
+    pub fn of(tracks: &[TrackInfo]) -> Option<Self> {
+        let video = tracks.iter().find(|t| t.kind == TrackKind::Video);
+        Self::of_video(video.map(|t| t.codec.codec))
+    }
+
+    fn of_video(codec: Option<Codec>) -> Option<Self> {
+        match codec {
+            None => Some(Self::NoVideo),
+            Some(Codec::H264) => None,
+            Some(other) => Some(Self::Codec(other.name())),
+        }
+    }
+}
+
+/// Adds to a stream's REST status the notice that it has no HLS rendition, when it has none, so
+/// the operator and the player (which then does not try) know.
+pub fn annotate(status: &mut StreamStatus) {
+    let video = status.tracks.iter().find(|t| t.kind == TrackKind::Video);
+    if let Some(why) = NoRendition::of_video(video.map(|t| t.codec)) {
+        status.notices.push(why.to_string());
+    }
 }
 
 /// A rendition's shared state.
@@ -103,13 +136,8 @@ pub fn start(
 ) -> Result<Arc<Rendition>, NoRendition> {
     let streams = engine.streams();
     let stream = streams.get(name).ok_or(NoRendition::NotFound)?;
-    let video = stream
-        .tracks
-        .iter()
-        .find(|t| t.kind == TrackKind::Video)
-        .ok_or_else(|| NoRendition::Codec("missing".to_owned()))?;
-    if video.codec.codec != Codec::H264 {
-        return Err(NoRendition::Codec(video.codec.codec.name().to_owned()));
+    if let Some(why) = NoRendition::of(&stream.tracks) {
+        return Err(why);
     }
     let (stream, tap) = streams
         .tap(name, TAP_CAPACITY)
@@ -131,7 +159,8 @@ pub fn start(
         clients: Mutex::default(),
         stopped: AtomicBool::new(false),
     });
-    let task = Muxing::new(Arc::clone(&rendition), &stream);
+    let aac = streams.source_audio(name);
+    let task = Muxing::new(Arc::clone(&rendition), &stream, aac.as_deref());
     let engine = Arc::clone(engine);
     let name = name.to_owned();
     tokio::spawn(async move {
@@ -188,31 +217,107 @@ impl Clock {
     }
 }
 
+/// Joins the video's two RTP sequences (packets for everyone, and B-frames only taps get) into
+/// one for the depacketizer: gapless while both are, with a gap where either has one.
+#[derive(Debug, Default)]
+struct Sequences {
+    epoch: Option<u32>,
+    expected: [Option<u16>; 2],
+    next: u16,
+}
+
+impl Sequences {
+    fn map(&mut self, epoch: u32, audience: Audience, sequence: u16) -> u16 {
+        if self.epoch != Some(epoch) {
+            // A new publisher: its first packet follows a gap, as a lost one would.
+            if self.epoch.is_some() {
+                self.next = self.next.wrapping_add(1);
+            }
+            self.epoch = Some(epoch);
+            self.expected = [None; 2];
+        }
+        let space = &mut self.expected[usize::from(audience == Audience::Taps)];
+        if space.is_some_and(|e| e != sequence) {
+            self.next = self.next.wrapping_add(1);
+        }
+        *space = Some(sequence.wrapping_add(1));
+        let mapped = self.next;
+        self.next = self.next.wrapping_add(1);
+        mapped
+    }
+}
+
 /// The task's own state.
 struct Muxing {
     rendition: Arc<Rendition>,
     zero: Instant,
     zero_wall: SystemTime,
     video: Depacketizer,
+    video_sequences: Sequences,
+    /// The composition offset of the picture being reassembled.
+    composition_offset: i32,
     video_clock: Clock,
     audio_clock: Clock,
-    audio: Option<u8>,
+    audio: Option<TrackConfig>,
+}
+
+/// The audio track a rendition carries: the publisher's AAC when the registry has its config,
+/// else the stream's Opus track.
+fn audio_track(stream: &StreamRef, aac: Option<&[u8]>) -> Option<TrackConfig> {
+    let track = stream.tracks.iter().find(|t| t.kind == TrackKind::Audio)?;
+    if let Some(config) = aac {
+        let (sample_rate, channels) = aac_rate_and_channels(config)?;
+        return Some(TrackConfig::Aac {
+            config: config.to_vec(),
+            sample_rate,
+            channels,
+        });
+    }
+    (track.codec.codec == Codec::Opus).then(|| TrackConfig::Opus {
+        channels: u8::try_from(track.codec.channels.clamp(1, 2)).unwrap_or(2),
+    })
+}
+
+/// The sample rate and channel count an `AudioSpecificConfig` declares (ISO 14496-3 §1.6.2.1).
+fn aac_rate_and_channels(asc: &[u8]) -> Option<(u32, u8)> {
+    const RATES: [u32; 13] = [
+        96_000, 88_200, 64_000, 48_000, 44_100, 32_000, 24_000, 22_050, 16_000, 12_000, 11_025,
+        8_000, 7_350,
+    ];
+    if asc.len() < 2 {
+        return None;
+    }
+    let bits = asc
+        .iter()
+        .take(6)
+        .fold(0u64, |acc, &b| (acc << 8) | u64::from(b))
+        << (8 * (8 - asc.len().min(6)));
+    let field = |at: u32, len: u32| ((bits >> (64 - at - len)) & ((1 << len) - 1)) as u32;
+    // Object types 31+ take six more bits before the rate.
+    let at = if field(0, 5) == 31 { 11 } else { 5 };
+    let index = field(at, 4);
+    let (rate, channels_at) = if index == 15 {
+        (field(at + 4, 24), at + 28)
+    } else {
+        (*RATES.get(index as usize)?, at + 4)
+    };
+    let channels = u8::try_from(field(channels_at, 4)).ok()?;
+    (rate > 0 && (1..=7).contains(&channels)).then_some((rate, channels))
 }
 
 impl Muxing {
-    fn new(rendition: Arc<Rendition>, stream: &StreamRef) -> Self {
-        let audio = stream
-            .tracks
-            .iter()
-            .find(|t| t.kind == TrackKind::Audio && t.codec.codec == Codec::Opus)
-            .map(|t| u8::try_from(t.codec.channels.clamp(1, 2)).unwrap_or(2));
+    fn new(rendition: Arc<Rendition>, stream: &StreamRef, aac: Option<&[u8]>) -> Self {
+        let audio = audio_track(stream, aac);
+        let audio_hz = audio.as_ref().map_or(48_000, |t| u64::from(t.timescale()));
         Self {
             rendition,
             zero: Instant::now(),
             zero_wall: SystemTime::now(),
             video: Depacketizer::default(),
+            video_sequences: Sequences::default(),
+            composition_offset: 0,
             video_clock: Clock::new(90_000),
-            audio_clock: Clock::new(48_000),
+            audio_clock: Clock::new(audio_hz),
             audio,
         }
     }
@@ -242,22 +347,36 @@ impl Muxing {
         match p.kind {
             TrackKind::Video => {
                 let h = &p.rtp.header;
-                let dts = self.video_clock.map(h.timestamp, p.epoch, since_zero);
-                if let Some(au) =
-                    self.video
-                        .push(h.sequence_number, h.timestamp, h.marker, &p.rtp.payload)
+                // The RTP timestamp is the presentation time; samples are laid out by decode time.
+                let offset = p.delivery.composition_offset;
+                let decode_ts = h.timestamp.wrapping_sub(offset as u32);
+                let dts = self.video_clock.map(decode_ts, p.epoch, since_zero);
+                let sequence =
+                    self.video_sequences
+                        .map(p.epoch, p.delivery.audience, h.sequence_number);
+                let previous_offset = std::mem::replace(&mut self.composition_offset, offset);
+                if let Some(au) = self
+                    .video
+                    .push(sequence, decode_ts, h.marker, &p.rtp.payload)
                 {
                     // The picture's decode time is its first packet's; `dts` is this packet's.
-                    let at = if au.rtp_timestamp == h.timestamp {
-                        dts
+                    let (at, offset) = if au.rtp_timestamp == decode_ts {
+                        (dts, offset)
                     } else {
-                        dts.saturating_sub(u64::from(h.timestamp.wrapping_sub(au.rtp_timestamp)))
+                        let back = u64::from(decode_ts.wrapping_sub(au.rtp_timestamp));
+                        (dts.saturating_sub(back), previous_offset)
                     };
-                    self.on_picture(at, au);
+                    self.on_picture(at, offset, au);
                 }
             }
             TrackKind::Audio => {
-                if self.audio.is_none() || p.rtp.payload.is_empty() {
+                // AAC frames come for taps only; the Opus transcode for everyone.
+                let wanted = match self.audio {
+                    Some(TrackConfig::Aac { .. }) => Audience::Taps,
+                    Some(_) => Audience::Everyone,
+                    None => return,
+                };
+                if p.delivery.audience != wanted || p.rtp.payload.is_empty() {
                     return;
                 }
                 let dts = self
@@ -270,7 +389,7 @@ impl Muxing {
         }
     }
 
-    fn on_picture(&mut self, dts: u64, au: h264::AccessUnit) {
+    fn on_picture(&mut self, dts: u64, composition_offset: i32, au: h264::AccessUnit) {
         let mut guard = self.rendition.segmenter();
         if guard.is_none() {
             if !au.keyframe {
@@ -288,9 +407,7 @@ impl Muxing {
                 width,
                 height,
             }];
-            if let Some(channels) = self.audio {
-                tracks.push(TrackConfig::Opus { channels });
-            }
+            tracks.extend(self.audio.clone());
             *guard = Some(Segmenter::new(tracks, self.zero_wall));
             self.rendition
                 .progress
@@ -299,7 +416,7 @@ impl Muxing {
         let Some(segmenter) = guard.as_mut() else {
             return;
         };
-        if segmenter.push_video(dts, au.keyframe, 0, au.data) {
+        if segmenter.push_video(dts, au.keyframe, composition_offset, au.data) {
             let progress = segmenter.progress();
             drop(guard);
             self.rendition.progress.send_replace(Some(progress));
@@ -310,6 +427,37 @@ impl Muxing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn audio_specific_configs() {
+        // AAC-LC 44.1 kHz mono; 48 kHz stereo; an explicit rate (index 15); garbage.
+        assert_eq!(aac_rate_and_channels(&[0x12, 0x08]), Some((44_100, 1)));
+        assert_eq!(aac_rate_and_channels(&[0x11, 0x90]), Some((48_000, 2)));
+        assert_eq!(
+            aac_rate_and_channels(&[0x17, 0x80, 0x5d, 0xc0, 0x10]),
+            Some((48_000, 2))
+        );
+        assert_eq!(aac_rate_and_channels(&[0x12]), None);
+        assert_eq!(aac_rate_and_channels(&[0x16, 0x80]), None);
+        assert_eq!(aac_rate_and_channels(&[]), None);
+    }
+
+    #[test]
+    fn two_sequences_join_into_one_with_gaps_kept() {
+        let mut s = Sequences::default();
+        let (all, taps) = (Audience::Everyone, Audience::Taps);
+        let mapped: Vec<u16> = [(all, 10), (all, 11), (taps, 500), (all, 12), (taps, 501)]
+            .into_iter()
+            .map(|(a, seq)| s.map(0, a, seq))
+            .collect();
+        assert_eq!(mapped, [0, 1, 2, 3, 4]);
+        // A B-frame packet lost: the joined sequence skips one.
+        assert_eq!(s.map(0, taps, 503), 6);
+        assert_eq!(s.map(0, all, 13), 7);
+        // A new publisher starts after a gap.
+        assert_eq!(s.map(1, all, 9000), 9);
+        assert_eq!(s.map(1, taps, 7), 10);
+    }
 
     #[test]
     fn clock_follows_rtp_and_continues_across_publishers() {

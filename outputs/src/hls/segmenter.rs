@@ -1,8 +1,8 @@
-//! The LL-HLS rendition as a state machine: timed samples in, parts (~1 s) and segments (~4 s,
-//! cut at keyframes) out, and the media playlist that lists them.
+//! The LL-HLS rendition as a state machine: timed samples in, parts and segments (~4 s, cut at
+//! keyframes) out, and the media playlist that lists them.
 //!
-//! Sans-IO: the caller gives decode times on the rendition's timeline (video 90 kHz, audio
-//! 48 kHz) and the wall-clock time of the timeline's zero; nothing here reads a clock. A sample's
+//! Sans-IO: the caller gives decode times on the rendition's timeline (video 90 kHz, audio in
+//! its track's timescale: 48 kHz Opus, or the AAC sample rate) and the wall-clock time of the timeline's zero; nothing here reads a clock. A sample's
 //! duration is known when the next sample of its track arrives, so each track holds one sample
 //! back. Parts are cut on the video track; audio samples go with the part their decode time
 //! falls in.
@@ -13,7 +13,10 @@ use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
-/// Target duration of a part.
+/// Target duration of a part. Players hold back three of them (`PART-HOLD-BACK`), so this sets
+/// most of the latency (4.1 s behind the edge in Chromium with hls.js). Half a second was
+/// measured too: on two shared cores hls.js then stalled every few seconds (22 fps of 30, the
+/// latency no better), so parts stay at 1 s until that is understood.
 pub const PART_TARGET: Duration = Duration::from_secs(1);
 /// A segment is cut at the first keyframe at least this far into it.
 pub const SEGMENT_TARGET: Duration = Duration::from_secs(4);
@@ -25,7 +28,6 @@ const SEGMENTS_KEPT: usize = 6;
 const SEGMENTS_WITH_PARTS: usize = 2;
 
 const VIDEO_HZ: u64 = 90_000;
-const AUDIO_HZ: u64 = 48_000;
 
 /// One part: a CMAF chunk (`moof` + `mdat`).
 #[derive(Debug, Clone)]
@@ -83,6 +85,9 @@ pub struct Progress {
 pub struct Segmenter {
     tracks: Vec<TrackConfig>,
     init: Bytes,
+    /// The audio track's timescale, and the length of one of its frames in it.
+    audio_hz: u64,
+    audio_frame: u32,
     zero: SystemTime,
     held_video: Option<Held>,
     held_audio: Option<Held>,
@@ -101,9 +106,17 @@ impl Segmenter {
     /// A rendition of `tracks` (video first); decode time zero is wall-clock time `zero`.
     pub fn new(tracks: Vec<TrackConfig>, zero: SystemTime) -> Self {
         let init = fmp4::init_segment(&tracks).into();
+        let audio = tracks.get(1);
+        let audio_hz = audio.map_or(48_000, |t| u64::from(t.timescale().max(1)));
+        let audio_frame = match audio {
+            Some(TrackConfig::Aac { .. }) => 1024,
+            _ => 960,
+        };
         Self {
             tracks,
             init,
+            audio_hz,
+            audio_frame,
             zero,
             held_video: None,
             held_audio: None,
@@ -159,6 +172,7 @@ impl Segmenter {
         if self.held_video.is_none() && self.open.is_none() && !keyframe {
             return false;
         }
+        let mut frame_secs = 0.0;
         if let Some(mut held) = self.held_video.take() {
             let frame = dts.saturating_sub(held.dts);
             // A gap or a jump back (publisher change): assume one 30 fps frame.
@@ -167,6 +181,7 @@ impl Segmenter {
             } else {
                 frame as u32
             };
+            frame_secs = ticks_to_secs(u64::from(held.sample.duration), VIDEO_HZ);
             self.part_video_start.get_or_insert(held.dts);
             self.part_video.push(held.sample);
         }
@@ -175,8 +190,11 @@ impl Segmenter {
             let segment_age = ticks_to_secs(dts.saturating_sub(self.open_start), VIDEO_HZ);
             let new_segment = (keyframe && segment_age >= SEGMENT_TARGET.as_secs_f64() - 0.001)
                 || segment_age >= SEGMENT_MAX.as_secs_f64();
+            // Cut when one more picture would take the part past its target: parts never
+            // exceed `PART-TARGET` (beyond timestamp jitter), as the spec asks.
             let part_age = ticks_to_secs(dts.saturating_sub(part_start), VIDEO_HZ);
-            if new_segment || keyframe || part_age >= PART_TARGET.as_secs_f64() - 0.001 {
+            let full = part_age + frame_secs > PART_TARGET.as_secs_f64() + 0.001;
+            if new_segment || keyframe || full {
                 self.cut_part(dts);
                 cut = true;
             }
@@ -207,15 +225,15 @@ impl Segmenter {
         cut
     }
 
-    /// Adds an audio frame decoded at `dts` (48 kHz).
+    /// Adds an audio frame decoded at `dts` (in the audio track's timescale).
     pub fn push_audio(&mut self, dts: u64, data: Bytes) {
         if !self.has_audio() {
             return;
         }
         if let Some(mut held) = self.held_audio.take() {
             let frame = dts.saturating_sub(held.dts);
-            held.sample.duration = if frame == 0 || frame > AUDIO_HZ {
-                960
+            held.sample.duration = if frame == 0 || frame > self.audio_hz {
+                self.audio_frame
             } else {
                 frame as u32
             };
@@ -242,7 +260,7 @@ impl Segmenter {
             return;
         };
         let video = std::mem::take(&mut self.part_video);
-        let audio_end = end * AUDIO_HZ / VIDEO_HZ;
+        let audio_end = end * self.audio_hz / VIDEO_HZ;
         let mut audio = Vec::new();
         let mut audio_start = None;
         while let Some(h) = self.part_audio.front() {
@@ -449,6 +467,7 @@ mod tests {
         for seg in &s.segments {
             assert!((seg.duration - 4.0).abs() < 1e-9, "{}", seg.duration);
             assert_eq!(seg.parts.len(), 4);
+            assert!(seg.parts.iter().all(|p| (p.duration - 1.0).abs() < 1e-9));
             assert!(seg.parts[0].independent);
             assert!(!seg.parts[1].independent);
             assert!(seg.parts[2].independent, "keyframe at 2 s starts a part");

@@ -255,6 +255,14 @@
 
   // Seconds without a single packet before a connected viewer re-joins.
   const STALL_SECS = 4;
+  // Seconds after the first WHEP answer without a connection (no UDP here) before LL-HLS.
+  const FALLBACK_SECS = 4;
+
+  // The stream's REST notices on this node ([] when it does not hold the stream).
+  const streamNotices = (name) => fetch(streamUrl('/api/v1/streams', name), { cache: 'no-store' })
+    .then((r) => (r.ok ? r.json() : {}))
+    .then((s) => (Array.isArray(s.notices) ? s.notices.map(String) : []))
+    .catch(() => []);
 
   // Plays `/hls/{name}/index.m3u8` in `video` with hls.js (or natively where the browser plays
   // HLS itself, as Safari does). Reloads after a fatal error.
@@ -322,6 +330,10 @@
     const session = { pc: null, resource: null, sample: null, mode: 'webrtc', hls: null };
     let retryTimer = null;
     let backoffMs = 1000;
+    // Null while the stream may play over HLS; else the notice saying why it cannot (VP8).
+    let noHls = null;
+    let answered = false;
+    let connectedOnce = false;
     exposeForTests(session);
     showStats(session);
 
@@ -361,6 +373,7 @@
         clearTimeout(disconnectTimer);
         switch (pc.connectionState) {
           case 'connected':
+            connectedOnce = true;
             backoffMs = 1000;
             setStatus('Live', 'live');
             break;
@@ -389,6 +402,14 @@
           return;
         }
         session.resource = resource;
+        if (!answered) {
+          answered = true;
+          setTimeout(() => {
+            if (connectedOnce || session.mode !== 'webrtc') return;
+            if (noHls) setStatus('WebRTC cannot connect from this network, and ' + noHls, 'error');
+            else fallBack();
+          }, FALLBACK_SECS * 1000);
+        }
       } catch (err) {
         if (session.pc !== pc) return;
         if (err.status === 404) {
@@ -430,8 +451,8 @@
       }
     }, 1000);
 
-    // `?hls=1` plays LL-HLS from the start; otherwise WebRTC. (An automatic fallback when
-    // WebRTC does not connect is not switched on yet: it needs a test with UDP blocked.)
+    // LL-HLS from the start with `?hls=1` or for a stream with B-frames (WebRTC viewers get its
+    // I/P frames only; MSE reorders); else WebRTC, falling back to LL-HLS if it cannot connect.
     const fallBack = () => {
       if (session.mode === 'hls') return;
       clearInterval(stallCheck);
@@ -439,15 +460,21 @@
       session.mode = 'hls';
       playHls(video, name, session);
     };
-    if (new URLSearchParams(location.search).get('hls') === '1') {
-      fallBack();
-      return;
-    }
     $('mode').textContent = 'WebRTC';
     document.body.dataset.playback = 'webrtc';
     window.addEventListener('pagehide', close);
     window.addEventListener('pageshow', (e) => e.persisted && session.mode === 'webrtc' && connect());
-    connect();
+    streamNotices(name).then((notices) => {
+      noHls = notices.find((n) => n.startsWith('no HLS rendition')) || null;
+      const hls = new URLSearchParams(location.search).get('hls') === '1';
+      if (hls && noHls) {
+        setStatus(noHls[0].toUpperCase() + noHls.slice(1), 'error');
+      } else if (hls || (!noHls && notices.some((n) => n.includes('B-frames')))) {
+        fallBack();
+      } else {
+        connect();
+      }
+    });
   }
 
   // ---- GET /publish : WHIP from the camera --------------------------------------------------

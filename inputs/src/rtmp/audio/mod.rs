@@ -10,9 +10,11 @@
 //! - [`resample`]: exact-ratio polyphase resampler.
 //! - [`opus`]: the Opus encoder in 20 ms frames.
 //! - [`transcode`]: the pipeline and its RTP packets.
+//! - [`passthrough`]: the AAC frames as sent, for taps (LL-HLS).
 
 pub mod aac;
 pub mod opus;
+pub mod passthrough;
 pub mod resample;
 pub mod transcode;
 

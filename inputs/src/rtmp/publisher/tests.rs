@@ -2,12 +2,13 @@ use super::*;
 use crate::rtmp::amf0;
 use crate::rtmp::commands;
 use crate::rtmp::fixtures::{self, AV_BFRAMES};
+use waveguide_control::media::Audience;
 
 /// What feeding a file produced: the publisher, its tracks, its packets and its notices.
 struct Run {
     publisher: Publisher,
     tracks: Vec<TrackInfo>,
-    out: Vec<(TrackKind, rtp::Packet)>,
+    out: Vec<Outgoing>,
     notices: Vec<Notice>,
 }
 
@@ -65,19 +66,36 @@ fn ffmpeg_flv_with_b_frames_becomes_h264_and_opus_rtp() {
         vec![Notice::BFrames(crate::rtmp::video::BFrames::Dropped)]
     );
 
-    let video: Vec<&rtp::Packet> = out
-        .iter()
-        .filter(|(k, _)| *k == TrackKind::Video)
-        .map(|(_, p)| p)
-        .collect();
-    let audio: Vec<&rtp::Packet> = out
-        .iter()
-        .filter(|(k, _)| *k == TrackKind::Audio)
-        .map(|(_, p)| p)
-        .collect();
-    // 30 frames of which the B-frames (two of every three) are dropped; one marker each.
+    let only = |kind: TrackKind, audience: Audience| -> Vec<&rtp::Packet> {
+        out.iter()
+            .filter(|(k, _, d)| *k == kind && d.audience == audience)
+            .map(|(_, p, _)| p)
+            .collect()
+    };
+    let video = only(TrackKind::Video, Audience::Everyone);
+    let audio = only(TrackKind::Audio, Audience::Everyone);
+    let b_frames = only(TrackKind::Video, Audience::Taps);
+    // 30 frames of which the B-frames (two of every three) are for taps only; one marker each.
     let frames = video.iter().filter(|p| p.header.marker).count();
     assert!((10..=16).contains(&frames), "{frames} frames sent");
+    let tapped = b_frames.iter().filter(|p| p.header.marker).count();
+    assert_eq!(frames + tapped, 30, "taps get every frame");
+    // Taps also get the AAC frames as sent, 1024 samples apart.
+    let aac = only(TrackKind::Audio, Audience::Taps);
+    assert!(aac.len() >= 40, "{} AAC frames", aac.len());
+    for w in aac.windows(2) {
+        assert_eq!(
+            w[1].header.timestamp.wrapping_sub(w[0].header.timestamp),
+            1024
+        );
+    }
+    assert!(p.aac_config().is_some());
+    for w in b_frames.windows(2) {
+        assert_eq!(
+            w[1].header.sequence_number,
+            w[0].header.sequence_number.wrapping_add(1)
+        );
+    }
     assert_eq!(video[0].payload[0] & 0x1f, 24, "STAP-A first");
     assert!(waveguide_control::media::is_keyframe_start(
         Codec::H264,
