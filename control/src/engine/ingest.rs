@@ -4,7 +4,7 @@
 use super::peer::PublisherRole;
 use super::{Engine, Shared};
 use crate::error::{Error, Result};
-use crate::media::{Delivery, MediaPacket, TrackKind, is_keyframe_start};
+use crate::media::{Audience, Delivery, MediaPacket, TrackKind, is_keyframe_start};
 use crate::service::PublishRequest;
 use crate::stream::{IngestProtocol, NewPublisher, TrackCounters, TrackInfo};
 use rtc::rtp;
@@ -23,7 +23,9 @@ pub(crate) struct Source<'a> {
 
 impl Source<'_> {
     /// Counts the packet and turns it into the shared form: extensions stripped (their ids are
-    /// per connection), keyframe starts marked.
+    /// per connection), keyframe starts marked. Packets for taps only are not counted: the
+    /// track's counters and the ingest metrics describe what viewers get (an RTMP publisher's
+    /// Opus track counts no AAC frames, and no B-frames that WebRTC viewers never see).
     pub(crate) fn packet(
         &self,
         track: &TrackInfo,
@@ -33,12 +35,14 @@ impl Source<'_> {
         delivery: Delivery,
     ) -> Arc<MediaPacket> {
         let bytes = rtp.payload.len() as u64;
-        self.counters.packets.fetch_add(1, Ordering::Relaxed);
-        self.counters.bytes.fetch_add(bytes, Ordering::Relaxed);
+        if delivery.audience == Audience::Everyone {
+            self.counters.packets.fetch_add(1, Ordering::Relaxed);
+            self.counters.bytes.fetch_add(bytes, Ordering::Relaxed);
+            shared.metrics.packets_in.increment(1);
+            shared.metrics.bytes_in.increment(bytes);
+        }
         self.last_media
             .store(shared.streams.clock_ms(now).max(1), Ordering::Relaxed);
-        shared.metrics.packets_in.increment(1);
-        shared.metrics.bytes_in.increment(bytes);
         rtp.header.extension = false;
         rtp.header.extension_profile = 0;
         rtp.header.extensions.clear();
