@@ -437,3 +437,101 @@ fn the_webhook_asks_for_a_recording() {
         .status();
     assert_eq!(plain_state, 404, "`plain` was not to be recorded");
 }
+
+/// Whether the first video frame of `file` is a keyframe (the file plays from its start).
+fn starts_with_keyframe(file: &Path) -> bool {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v",
+            "-read_intervals",
+            "%+#1",
+        ])
+        .args(["-show_entries", "frame=key_frame", "-of", "csv=p=0"])
+        .arg(file)
+        .output()
+        .expect("run ffprobe");
+    String::from_utf8_lossy(&out.stdout).lines().next() == Some("1")
+}
+
+/// Started and stopped over gRPC (`PipelineService.Record`), with 2 s files and two kept:
+/// the edge asks the publisher for a keyframe when a file is due, each file starts at one,
+/// and the oldest files go.
+#[test]
+fn files_rotate_at_keyframes_and_the_newest_are_kept_grpc() {
+    use waveguide_proto::v1::RecordRequest;
+    use waveguide_proto::v1::pipeline_service_client::PipelineServiceClient;
+    use waveguide_tests::signaling::{Bearer, channel};
+
+    let dir = TempDir::new("rotate");
+    let edge = EdgeProcess::start(&config(&dir.0, "segment_secs = 2\nkeep_files = 2\n"));
+    let mut browser = Browser::launch();
+    let _publisher = publish(&edge, &mut browser, "H264");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let record = |stream: &str, start: bool| {
+        runtime.block_on(async {
+            let mut client = PipelineServiceClient::with_interceptor(
+                channel(edge.grpc_port()).await,
+                Bearer::new(Some(TOKEN)),
+            );
+            client
+                .record(RecordRequest {
+                    stream: stream.to_owned(),
+                    start,
+                })
+                .await
+                .map(|r| r.into_inner())
+        })
+    };
+    let missing = record("nope", true).expect_err("no such stream");
+    assert_eq!(missing.code(), tonic::Code::NotFound, "{missing:?}");
+    let started = record("demo", true).expect("Record start");
+    assert!(
+        ["waiting", "recording"].contains(&started.state.as_str()),
+        "{started:?}"
+    );
+    let state = poll_until(
+        "a fourth file",
+        Duration::from_secs(40),
+        Duration::from_millis(200),
+        || recording_state(&edge).filter(|v| v["files"].as_u64() >= Some(4)),
+    );
+    assert_eq!(state["started_by"], "grpc", "{state}");
+    let stopped = record("demo", false).expect("Record stop");
+    assert!(stopped.error.is_empty(), "{stopped:?}");
+    wait_state(&edge, "stopped", Duration::from_secs(5));
+    let again = record("demo", false).expect_err("nothing records");
+    assert_eq!(again.code(), tonic::Code::NotFound);
+
+    let listed = recordings(&edge);
+    assert_eq!(listed.len(), 2, "keep_files = 2: {listed:#?}");
+    // The older one was closed by a rotation (about 2 s); the newer one by the stop (any
+    // length, maybe only a few frames).
+    for (i, file) in listed.iter().enumerate() {
+        let path = dir
+            .0
+            .join("demo")
+            .join(file["name"].as_str().unwrap_or_default());
+        let probe = ffprobe(&path);
+        assert!(codecs(&probe).contains(&"h264".to_owned()), "{probe:#}");
+        assert!(
+            starts_with_keyframe(&path),
+            "{} starts mid-GOP",
+            path.display()
+        );
+        if i == 0 {
+            assert_eq!(codecs(&probe), ["h264", "opus"], "{probe:#}");
+            let secs = duration(&probe);
+            assert!(
+                (1.5..6.0).contains(&secs),
+                "{} lasts {secs} s",
+                path.display()
+            );
+        }
+    }
+}

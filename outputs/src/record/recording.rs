@@ -84,6 +84,8 @@ pub struct Recording {
     writer: Writer,
     out: Vec<Piece>,
     last_keyframe_request: Option<Instant>,
+    /// When the file being written began.
+    file_started: Option<Instant>,
 }
 
 impl Recording {
@@ -105,6 +107,7 @@ impl Recording {
             writer,
             out: Vec::new(),
             last_keyframe_request: None,
+            file_started: None,
         }
     }
 
@@ -133,8 +136,13 @@ impl Recording {
                     if !live {
                         break "stream ended";
                     }
+                    // Waiting for the first keyframe, or the file is due to end: publishers
+                    // such as browsers send keyframes only when asked.
                     let waiting = self.generation.as_ref().is_none_or(|g| g.muxer.is_none());
-                    if waiting {
+                    let file_due = self
+                        .file_started
+                        .is_some_and(|t| t.elapsed() >= self.segment);
+                    if waiting || file_due {
                         self.ask_keyframe();
                     }
                 }
@@ -172,6 +180,9 @@ impl Recording {
     /// Hands what the muxer made to the writer; false once the writer has gone.
     fn flush(&mut self) -> bool {
         for piece in self.out.drain(..) {
+            if matches!(piece, Piece::Start { .. }) {
+                self.file_started = Some(Instant::now());
+            }
             if self.writer.send(piece).is_err() {
                 return false;
             }
