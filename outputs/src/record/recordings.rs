@@ -17,6 +17,8 @@ use waveguide_control::media::TrackKind;
 
 /// Packets a recording's tap holds unread (a few seconds of a high-bitrate stream).
 const TAP_CAPACITY: usize = 8192;
+/// How often `waveguide_recordings_active` is refreshed when no stream changes.
+const GAUGE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Why a recording cannot be started, stopped or listed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -231,8 +233,15 @@ impl Recordings {
                 }
             }
             metrics::gauge!("waveguide_recordings_active").set(self.running() as f64);
-            if changes.changed().await.is_err() {
-                return;
+            // Streams changing start recordings; the tick keeps the gauge current as
+            // recordings end by themselves.
+            tokio::select! {
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+                _ = tokio::time::sleep(GAUGE_EVERY) => {}
             }
         }
     }
