@@ -53,7 +53,7 @@ impl AdminToken {
     }
 
     /// `None` when `headers` carry the token; the refusal otherwise.
-    fn refusal(&self, headers: &HeaderMap) -> Option<Response> {
+    pub(crate) fn refusal(&self, headers: &HeaderMap) -> Option<Response> {
         let Some(token) = &self.0 else {
             return Some(
                 (

@@ -11,6 +11,7 @@ use waveguide_control::serve::ConnectionLimits;
 use waveguide_control::service::ServiceConfig;
 use waveguide_inputs::ftl::FtlConfig;
 use waveguide_inputs::rtmp::RtmpConfig;
+use waveguide_outputs::record::RecordConfig;
 
 /// The whole file.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -42,6 +43,8 @@ pub struct EdgeConfig {
     pub relay: RelaySettings,
     /// `[limits]`
     pub limits: LimitsConfig,
+    /// `[record]`
+    pub record: RecordConfig,
 }
 
 /// `[limits]`: what one client may ask of the node.
@@ -290,6 +293,7 @@ const ENV_SECTIONS: &[&str] = &[
     "node",
     "relay",
     "limits",
+    "record",
 ];
 
 /// Reads the file (if any), applies environment overrides, then checks every key.

@@ -5,6 +5,7 @@ mod api;
 mod cluster;
 mod config;
 mod grpc;
+mod recording;
 mod router;
 
 use anyhow::Context;
@@ -28,6 +29,7 @@ use waveguide_control::service::{Service, ServiceKind};
 use waveguide_control::stream::Streams;
 use waveguide_inputs::relay::{Relay, RelayConfig};
 use waveguide_outputs::player::PlayerConfig;
+use waveguide_outputs::record::Recordings;
 
 const CONFIG_HELP: &str = "\
 Config file keys (TOML; env WAVEGUIDE_<SECTION>_<KEY> overrides each; see deploy/edge.example.toml):
@@ -57,6 +59,9 @@ Config file keys (TOML; env WAVEGUIDE_<SECTION>_<KEY> overrides each; see deploy
   [relay]    enabled (true), idle_grace_secs (30)
   [limits]   posts_per_minute (600 WHIP/WHEP POSTs per client IP; 0 = off), posts_burst (100),
              signals_per_minute (120 gRPC Signal streams per client IP), signals_burst (30)
+  [record]   enabled (false: record every stream), streams ([] names recorded when live),
+             directory (\"recordings\"), segment_secs (600), keep_files (0 = all),
+             max_age_secs (0 = forever), queue_fragments (64)
   [log]      format (\"text\" | \"json\"), filter (tracing filter; RUST_LOG wins)";
 
 /// Waveguide edge node: publish over WHIP, watch over WHEP.
@@ -168,6 +173,7 @@ async fn run(config: EdgeConfig, log: grpc::LogReload) -> anyhow::Result<()> {
         RateLimit::per_minute(config.limits.posts_per_minute, config.limits.posts_burst)
             .map(Arc::new);
     let admin = api::AdminToken::new(token.as_deref());
+    let recordings = Recordings::start(Arc::clone(&engine), config.record.clone());
     let app = router::build(
         state,
         metrics,
@@ -175,6 +181,7 @@ async fn run(config: EdgeConfig, log: grpc::LogReload) -> anyhow::Result<()> {
         player,
         post_limit,
         admin,
+        Arc::clone(&recordings),
     );
     let http_tls = Tls::from_config(
         "http",
@@ -277,6 +284,7 @@ async fn run(config: EdgeConfig, log: grpc::LogReload) -> anyhow::Result<()> {
             )
             .map(Arc::new),
             started: Instant::now(),
+            recordings: Arc::clone(&recordings),
         };
         let token = token.clone().unwrap_or_default();
         tokio::spawn(async move {

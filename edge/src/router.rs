@@ -2,6 +2,7 @@
 //! and a body limit.
 
 use crate::api;
+use crate::recording;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
@@ -14,6 +15,7 @@ use waveguide_control::Engine;
 use waveguide_control::http::{MAX_SDP_BYTES, PostLimit, SignalingState, limit_posts};
 use waveguide_control::rate::RateLimit;
 use waveguide_outputs::player::PlayerConfig;
+use waveguide_outputs::record::Recordings;
 
 /// Every route of the edge.
 pub fn build(
@@ -23,6 +25,7 @@ pub fn build(
     player: PlayerConfig,
     post_limit: Option<Arc<RateLimit>>,
     admin: api::AdminToken,
+    recordings: Arc<Recordings>,
 ) -> Router {
     let origins = if cors_origins.is_empty() {
         AllowOrigin::any()
@@ -63,12 +66,20 @@ pub fn build(
             "/api/v1/streams/{name}",
             get(api::stream).delete(api::end_stream),
         )
+        .route(
+            "/api/v1/streams/{name}/recording",
+            get(recording::state)
+                .post(recording::start)
+                .delete(recording::stop),
+        )
+        .route("/api/v1/streams/{name}/recordings", get(recording::files))
         .route("/api/v1/sessions", get(api::sessions))
         .route(
             "/api/v1/sessions/{id}",
             get(api::session).delete(api::end_session),
         )
-        .layer(axum::Extension(admin));
+        .layer(axum::Extension(admin))
+        .layer(axum::Extension(recordings));
     // Only the offers are limited: a POST costs an SDP parse and a peer connection.
     let signaling = Router::new()
         .merge(waveguide_inputs::whip::router())

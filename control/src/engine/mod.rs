@@ -347,6 +347,18 @@ impl Engine {
             .collect()
     }
 
+    /// Asks the publisher of stream `stream` for a keyframe, for an output that starts
+    /// mid-stream (a recording). Merged with viewers' requests by the publisher's shard.
+    pub fn request_keyframe(&self, stream: u64) {
+        match self.shared.streams.keyframe_route(stream) {
+            Some(crate::stream::KeyframeRoute::Shard(shard)) => {
+                let _ = self.send(shard, Command::RequestKeyframe { stream });
+            }
+            Some(crate::stream::KeyframeRoute::Flag(flag)) => flag.store(true, Ordering::Relaxed),
+            None => {}
+        }
+    }
+
     fn send(&self, shard: usize, cmd: Command) -> Result<()> {
         self.shared.commands[shard]
             .send(cmd)

@@ -195,6 +195,14 @@ impl Service {
         }
     }
 
+    /// Whether the webhook's answer for `stream`'s publisher asked to record it (`"record":
+    /// true`); the request is taken, so it starts one recording.
+    pub fn take_record_request(&self, stream: &str) -> bool {
+        self.webhook
+            .as_ref()
+            .is_some_and(|w| w.take_record_request(stream))
+    }
+
     /// The public name of the stream this publisher may publish, or why not. The name is
     /// checked here, whoever chose it (URL, key, webhook), because it ends up in URLs and logs.
     pub async fn authorize_publish(

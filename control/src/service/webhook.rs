@@ -8,8 +8,10 @@
 use crate::error::{Error, Result};
 use moka::future::Cache;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tracing::warn;
 
 /// What the webhook is asked. No `Debug`: it holds the key.
@@ -45,6 +47,9 @@ pub struct WebhookAnswer {
     /// Why not, shown to the publisher where the protocol can.
     #[serde(default)]
     pub reason: Option<String>,
+    /// Record the stream while this publisher is live (the edge's `[record]` directory).
+    #[serde(default)]
+    pub record: bool,
 }
 
 // Keys are secrets: the cached request (with its key) must never be printed.
@@ -60,6 +65,8 @@ pub struct Webhook {
     url: String,
     client: reqwest::Client,
     cache: Cache<CacheKey, WebhookAnswerCached>,
+    /// Streams the webhook asked to record, by name, with when it answered.
+    record_requests: Arc<Mutex<HashMap<String, Instant>>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -76,7 +83,15 @@ struct WebhookAnswerCached {
     stream: Option<String>,
     key: Option<String>,
     reason: Option<String>,
+    record: bool,
 }
+
+/// A `record: true` answer is taken by the recorder when the stream goes live, or forgotten
+/// after this long (the publisher never got that far).
+const RECORD_REQUEST_TTL: Duration = Duration::from_secs(60);
+/// Record requests remembered at most (a webhook answering `record` for streams that never go
+/// live cannot grow this without bound).
+const MAX_RECORD_REQUESTS: usize = 10_000;
 
 impl std::fmt::Debug for Webhook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -104,7 +119,31 @@ impl Webhook {
                 .max_capacity(10_000)
                 .time_to_live(ttl)
                 .build(),
+            record_requests: Arc::default(),
         })
+    }
+
+    /// Whether the webhook asked (within the last minute) to record `stream`; forgets it.
+    pub fn take_record_request(&self, stream: &str) -> bool {
+        let mut requests = self
+            .record_requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        requests
+            .remove(stream)
+            .is_some_and(|at| at.elapsed() < RECORD_REQUEST_TTL)
+    }
+
+    fn remember_record_request(&self, stream: &str) {
+        // Entries are inserted and removed whole; a poisoned map is still consistent.
+        let mut requests = self
+            .record_requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        requests.retain(|_, at| at.elapsed() < RECORD_REQUEST_TTL);
+        if requests.len() < MAX_RECORD_REQUESTS || requests.contains_key(stream) {
+            requests.insert(stream.to_owned(), Instant::now());
+        }
     }
 
     /// Asks the webhook (or its cached answer) whether `request` may publish.
@@ -140,6 +179,9 @@ impl Webhook {
             .ok_or(Error::ServiceFailed(
                 "the webhook allowed but named no stream",
             ))?;
+        if answer.record {
+            self.remember_record_request(&stream);
+        }
         Ok((stream, answer.key))
     }
 
@@ -162,6 +204,7 @@ impl Webhook {
                 stream: None,
                 key: None,
                 reason: None,
+                record: false,
             });
         }
         if !response.status().is_success() {
@@ -177,6 +220,7 @@ impl Webhook {
             stream: answer.stream,
             key: answer.key,
             reason: answer.reason,
+            record: answer.record,
         })
     }
 }

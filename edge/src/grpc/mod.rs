@@ -52,6 +52,8 @@ pub struct NodeState {
     pub relay: Option<Arc<waveguide_inputs::relay::Relay>>,
     /// Per-IP rate of new `Signal` streams (`RESOURCE_EXHAUSTED` past it); `None`: no limit.
     pub signal_limit: Option<Arc<waveguide_control::rate::RateLimit>>,
+    /// The node's recordings (`PipelineService.Record`).
+    pub recordings: Arc<waveguide_outputs::record::Recordings>,
 }
 
 /// Rejects calls without the cluster token.

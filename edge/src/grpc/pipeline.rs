@@ -24,6 +24,7 @@ use tracing::info;
 use waveguide_control::media::TrackKind;
 use waveguide_control::stream::{IngestProtocol, StreamStatus};
 use waveguide_control::{Delivery, SessionKind, SessionState, SessionStats};
+use waveguide_outputs::record::RecordError;
 use waveguide_proto::prost_types;
 use waveguide_proto::v1::pipeline_service_server::PipelineService;
 use waveguide_proto::v1::{self, EntityKind, FlowState, flow_endpoint::Endpoint};
@@ -284,6 +285,38 @@ impl PipelineService for Pipelines {
             .await?;
         Ok(Response::new(v1::GetFlowStatusResponse {
             flow: Some(flow),
+        }))
+    }
+
+    async fn record(
+        &self,
+        request: Request<v1::RecordRequest>,
+    ) -> Result<Response<v1::RecordResponse>, Status> {
+        let r = request.into_inner();
+        let recordings = &self.state.recordings;
+        let view = if r.start {
+            recordings.start_recording(&r.stream, "grpc")
+        } else {
+            recordings.stop_recording(&r.stream)
+        }
+        .map_err(|e| {
+            let message = e.to_string();
+            match e {
+                RecordError::NotLive(_) | RecordError::NotRecording(_) => {
+                    Status::not_found(message)
+                }
+                RecordError::AlreadyRecording(_) => Status::already_exists(message),
+                RecordError::BadName(_) => Status::invalid_argument(message),
+                RecordError::Codec { .. } => Status::failed_precondition(message),
+                _ => Status::internal(message),
+            }
+        })?;
+        info!(stream = %r.stream, start = r.start, "recording changed over gRPC");
+        Ok(Response::new(v1::RecordResponse {
+            state: view.state.as_str().to_owned(),
+            error: view.error.unwrap_or_default(),
+            file: view.file.unwrap_or_default(),
+            bytes: view.bytes,
         }))
     }
 
