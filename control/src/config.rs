@@ -53,6 +53,12 @@ pub struct ViewerConfig {
     /// No packet older than this (since the node received it) is sent to a viewer: a shard
     /// that falls behind skips its viewers' video to the next keyframe instead. 0: no bound.
     pub max_delay_ms: u64,
+    /// Viewer sessions one client (an IPv4 address or IPv6 /64) may have answered and not yet
+    /// connected; `429` past it. 0: no cap.
+    pub max_connecting_per_ip: u32,
+    /// Viewer sessions the node may have answered and not yet connected, from all clients;
+    /// `503` past it. 0: no cap.
+    pub max_connecting: u32,
 }
 
 impl Default for ViewerConfig {
@@ -61,6 +67,8 @@ impl Default for ViewerConfig {
             reconnect_grace_secs: 15,
             queue_packets: 4096,
             max_delay_ms: 300,
+            max_connecting_per_ip: 32,
+            max_connecting: 1024,
         }
     }
 }

@@ -40,6 +40,16 @@ pub enum Error {
     /// A trickle or restart fragment we cannot read.
     #[error("malformed SDP fragment: {0}")]
     MalformedFragment(String),
+    /// A trickle fragment larger than the engine reads.
+    #[error("SDP fragment larger than {0} bytes")]
+    FragmentTooLarge(usize),
+    /// A trickle PATCH would give the session more remote candidates than it may hold.
+    #[error("a session takes at most {0} remote ICE candidates (until an ICE restart)")]
+    TooManyCandidates(usize),
+    /// The client is past a limit on how fast or how many (trickle PATCHes, viewer sessions
+    /// still connecting); the text says which and when to try again.
+    #[error("too many requests: {0}")]
+    TooManyRequests(String),
     /// The stream name is not usable in URLs.
     #[error("invalid stream name `{0}` (letters, digits, '-', '_', '.', at most 128)")]
     InvalidStreamName(String),
@@ -77,9 +87,12 @@ impl Error {
             Error::MissingKey | Error::InvalidKey | Error::Ticket(_) => 401,
             Error::Refused(_) => 403,
             Error::ServiceFailed(_) => 503,
-            Error::MalformedSdp(_) | Error::MalformedFragment(_) | Error::InvalidStreamName(_) => {
-                400
-            }
+            Error::MalformedSdp(_)
+            | Error::MalformedFragment(_)
+            | Error::InvalidStreamName(_)
+            | Error::TooManyCandidates(_) => 400,
+            Error::FragmentTooLarge(_) => 413,
+            Error::TooManyRequests(_) => 429,
             Error::NoCommonCodec(_) => 406,
             Error::StreamBusy(_) => 409,
             Error::StreamNotFound(_) | Error::SessionNotFound => 404,

@@ -59,8 +59,9 @@ pub struct SdpBody(pub String);
 pub enum SdpBodyRejection {
     /// 415: not `application/sdp`.
     WrongType(String),
-    /// 413: larger than [`MAX_SDP_BYTES`].
-    TooLarge,
+    /// 413: larger than the limit (bytes): [`MAX_SDP_BYTES`] for an offer, the engine's
+    /// fragment limit for a trickle PATCH.
+    TooLarge(usize),
     /// 400: empty or not UTF-8.
     Unreadable(&'static str),
 }
@@ -72,9 +73,9 @@ impl IntoResponse for SdpBodyRejection {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 format!("expected Content-Type: application/sdp, got `{got}`\n"),
             ),
-            SdpBodyRejection::TooLarge => (
+            SdpBodyRejection::TooLarge(max) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
-                format!("SDP body larger than {MAX_SDP_BYTES} bytes\n"),
+                format!("SDP body larger than {max} bytes\n"),
             ),
             SdpBodyRejection::Unreadable(why) => (StatusCode::BAD_REQUEST, format!("{why}\n")),
         };
@@ -86,7 +87,7 @@ impl<S: Send + Sync> FromRequest<S> for SdpBody {
     type Rejection = SdpBodyRejection;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let body = typed_body(req, state, "application/sdp").await?;
+        let body = typed_body(req, state, "application/sdp", MAX_SDP_BYTES).await?;
         if body.trim().is_empty() {
             return Err(SdpBodyRejection::Unreadable("empty SDP body"));
         }
@@ -94,7 +95,8 @@ impl<S: Send + Sync> FromRequest<S> for SdpBody {
     }
 }
 
-/// A request body of `application/trickle-ice-sdpfrag`.
+/// A request body of `application/trickle-ice-sdpfrag`, at most
+/// [`crate::engine::MAX_FRAGMENT_BYTES`].
 pub struct SdpFragBody(pub String);
 
 impl<S: Send + Sync> FromRequest<S> for SdpFragBody {
@@ -102,7 +104,13 @@ impl<S: Send + Sync> FromRequest<S> for SdpFragBody {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         Ok(SdpFragBody(
-            typed_body(req, state, "application/trickle-ice-sdpfrag").await?,
+            typed_body(
+                req,
+                state,
+                "application/trickle-ice-sdpfrag",
+                crate::engine::MAX_FRAGMENT_BYTES,
+            )
+            .await?,
         ))
     }
 }
@@ -111,6 +119,7 @@ async fn typed_body<S: Send + Sync>(
     req: Request,
     state: &S,
     want: &str,
+    max: usize,
 ) -> Result<String, SdpBodyRejection> {
     let content_type = req
         .headers()
@@ -127,15 +136,15 @@ async fn typed_body<S: Send + Sync>(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok())
-        && len > MAX_SDP_BYTES
+        && len > max
     {
-        return Err(SdpBodyRejection::TooLarge);
+        return Err(SdpBodyRejection::TooLarge(max));
     }
     let bytes = Bytes::from_request(req, state)
         .await
-        .map_err(|_| SdpBodyRejection::TooLarge)?;
-    if bytes.len() > MAX_SDP_BYTES {
-        return Err(SdpBodyRejection::TooLarge);
+        .map_err(|_| SdpBodyRejection::TooLarge(max))?;
+    if bytes.len() > max {
+        return Err(SdpBodyRejection::TooLarge(max));
     }
     String::from_utf8(bytes.to_vec()).map_err(|_| SdpBodyRejection::Unreadable("body is not UTF-8"))
 }

@@ -20,6 +20,8 @@
 //!   [`exclusive`] turn.
 //! - [`process`]: the child-process plumbing shared by all of the above: a JSON-lines reader,
 //!   a log file under `target/test-logs/`, deadlines, and kill on drop.
+//! - [`rtc_viewer`]: [`rtc_viewer::RtcViewer`], an `rtc` WHEP viewer on its own thread that
+//!   counts every datagram it receives and can send crafted NACKs (the attack suites).
 //! - [`ports`]: free 127.0.0.1 ports outside the kernel's ephemeral range.
 //! - [`load`]: the load tool behind the `waveguide-load` binary (one synthetic WHIP publisher,
 //!   many `rtc` WHEP viewers, a report of join time, loss, delay and CPU). Unlike the rest of
@@ -53,6 +55,7 @@ pub mod offer;
 pub mod orchestrator;
 pub mod ports;
 pub mod process;
+pub mod rtc_viewer;
 pub mod signaling;
 
 use std::path::PathBuf;

@@ -17,6 +17,7 @@
 //! references, not copies). `rtc` still writes one packet per track a second, so its sender
 //! reports map RTP time from a recent packet; their packet and octet counts cover only those.
 
+use super::retransmit::Retransmits;
 use super::srtp_keys::KeyCapture;
 use crate::media::{MediaPacket, TrackKind};
 use rtc::rtp::Packet as RtpPacket;
@@ -86,6 +87,8 @@ pub(crate) struct DirectPath {
     /// Shard socket and address of the last SRTP or SRTCP packet `rtc` sent: its selected pair.
     route: Option<(usize, SocketAddr)>,
     history: Vec<Option<Sent>>,
+    /// What the viewer's NACKs may still make us resend (`retransmit.rs`).
+    pub resends: Retransmits,
     scratch: Vec<u8>,
     /// Sent directly, for the session's statistics.
     pub packets: u64,
@@ -103,6 +106,7 @@ impl DirectPath {
             last_rtc: [None; 2],
             route: None,
             history: Vec::new(),
+            resends: Retransmits::default(),
             scratch: Vec::new(),
             packets: 0,
             bytes: 0,

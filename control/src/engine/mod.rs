@@ -20,7 +20,10 @@ mod metrics;
 mod negotiate;
 mod offer;
 mod peer;
+mod pending;
+mod resend_gate;
 mod restart;
+mod retransmit;
 mod rewrite;
 mod rtt;
 mod saturation;
@@ -32,6 +35,7 @@ mod sockets;
 mod srtp_keys;
 mod stats;
 mod tasks;
+mod trickle;
 
 use crate::cluster::{NodeLimits, Upstream};
 use crate::config::{ViewerConfig, WebRtcConfig};
@@ -39,10 +43,11 @@ use crate::error::{Error, Result};
 use crate::service::Service;
 use crate::stream::Streams;
 use metrics::EngineMetrics;
+use pending::{PendingRefusal, PendingSessions};
 use saturation::ShardLoad;
 use shard::{Command, ShardSettings};
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -60,6 +65,7 @@ pub use session::{
     PatchOutcome, SessionAnswer, SessionInfo, SessionKind, SessionState, WatchCredentials,
 };
 pub use sockets::local_ipv4_addresses;
+pub use trickle::MAX_FRAGMENT_BYTES;
 
 /// Entry points for the fuzz targets in `fuzz/`: the parsers fed by the network, without the
 /// sockets. Not part of the API.
@@ -111,6 +117,8 @@ pub(crate) struct Shared {
     metrics: EngineMetrics,
     /// Each shard's load, as the shard last measured it (`saturation.rs`).
     loads: Vec<ShardLoad>,
+    /// Viewer sessions answered and not connected yet (`pending.rs`).
+    pending: Mutex<PendingSessions>,
 }
 
 impl Shared {
@@ -119,15 +127,76 @@ impl Shared {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Removes a session's entry; a session still connecting leaves that count.
+    fn remove_session(&self, session: &str) -> Option<SessionEntry> {
+        let mut entry = self.sessions().remove(session);
+        if let Some(counted) = entry.as_mut().and_then(|e| e.connecting.take()) {
+            self.release_pending(counted);
+        }
+        entry
+    }
+
     fn forget_session(&self, session: &str) {
-        self.sessions().remove(session);
+        self.remove_session(session);
     }
 
     /// The session's WebRTC connection is up.
     fn session_connected(&self, session: &str) {
-        if let Some(entry) = self.sessions().get(session) {
+        let counted = self.sessions().get_mut(session).and_then(|entry| {
             entry.state.send_replace(SessionState::Connected);
+            entry.connecting.take()
+        });
+        if let Some(counted) = counted {
+            self.release_pending(counted);
         }
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, PendingSessions> {
+        // A few integer updates at a time; a poisoned count is still a count.
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts a viewer session of `client` as connecting, or refuses it.
+    fn admit_pending(&self, client: Option<IpAddr>) -> Result<PendingHold<'_>> {
+        let mut pending = self.pending();
+        match pending.admit(client) {
+            Ok(()) => {
+                self.metrics.connecting.set(f64::from(pending.total()));
+                Ok(PendingHold {
+                    shared: self,
+                    counted: Some(Connecting { client }),
+                })
+            }
+            Err(PendingRefusal::Client(max)) => {
+                self.metrics.viewers_refused_connecting_ip.increment(1);
+                let who = client.map(crate::rate::client_key);
+                let who = who.map_or_else(|| "this client".to_owned(), |ip| ip.to_string());
+                Err(Error::TooManyRequests(format!(
+                    "{max} viewer sessions from {who} are still connecting; connect them, or \
+                     wait until they time out ({} s)",
+                    shard::CONNECT_TIMEOUT.as_secs()
+                )))
+            }
+            Err(PendingRefusal::Total(max)) => {
+                self.metrics.viewers_refused_connecting.increment(1);
+                Err(Error::AtCapacity(format!(
+                    "{max} sessions connecting at once"
+                )))
+            }
+        }
+    }
+
+    /// The session entry of `session` holds the count now (released if it is gone already).
+    fn hold_pending(&self, session: &str, hold: PendingHold<'_>) {
+        if let Some(entry) = self.sessions().get_mut(session) {
+            entry.connecting = hold.keep();
+        }
+    }
+
+    fn release_pending(&self, counted: Connecting) {
+        let mut pending = self.pending();
+        pending.release(counted.client);
+        self.metrics.connecting.set(f64::from(pending.total()));
     }
 
     /// A keyframe was asked of the publisher `session`.
@@ -158,6 +227,34 @@ impl Shared {
             if tx.try_send(Arc::clone(&packet)).is_err() {
                 self.metrics.drops_shard_queue.increment(1);
             }
+        }
+    }
+}
+
+/// A session counted as connecting: its client, if known.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Connecting {
+    client: Option<IpAddr>,
+}
+
+/// A viewer session admitted as connecting while it is set up: released if the setup fails,
+/// handed to its session entry if it succeeds.
+pub(crate) struct PendingHold<'a> {
+    shared: &'a Shared,
+    counted: Option<Connecting>,
+}
+
+impl PendingHold<'_> {
+    /// The count now belongs to the session entry.
+    fn keep(mut self) -> Option<Connecting> {
+        self.counted.take()
+    }
+}
+
+impl Drop for PendingHold<'_> {
+    fn drop(&mut self) {
+        if let Some(counted) = self.counted.take() {
+            self.shared.release_pending(counted);
         }
     }
 }
@@ -213,6 +310,10 @@ impl Engine {
             sessions: Mutex::default(),
             metrics: EngineMetrics::new(),
             loads: bound.iter().map(|_| ShardLoad::default()).collect(),
+            pending: Mutex::new(PendingSessions::new(
+                viewers.max_connecting_per_ip,
+                viewers.max_connecting,
+            )),
         });
         let settings = ShardSettings {
             max_delay: viewers.max_delay(),

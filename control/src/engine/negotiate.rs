@@ -7,6 +7,9 @@ use super::session::{
     PatchOutcome, SessionAnswer, SessionKind, WatchCredentials, new_etag, new_session_id,
 };
 use super::shard::Command;
+use super::trickle::{
+    MAX_FRAGMENT_BYTES, MAX_REMOTE_CANDIDATES, PATCH_BURST, PATCHES_PER_SEC, PatchRefused, TooFast,
+};
 use super::{Engine, direct, offer, setup, srtp_keys};
 use crate::cluster::TicketScope;
 use crate::error::{Error, Result};
@@ -79,7 +82,6 @@ impl Engine {
             }),
             next_timeout: None,
             socket: None,
-            remote_addrs: Vec::new(),
             created: now,
             connected: false,
             remote: None,
@@ -147,6 +149,13 @@ impl Engine {
                 "stream `{stream}` viewer limit of {max}"
             )));
         }
+        // Before any work for it: a client that never connects holds a peer and a viewer
+        // slot until the shard gives up on it.
+        let connecting = if relay_pull {
+            None
+        } else {
+            Some(self.shared.admit_pending(credentials.remote)?)
+        };
         let now = Instant::now();
         let shard = self.pick_viewer_shard()?;
         // Without a provider to wrap, the viewer simply stays on rtc's write path.
@@ -178,12 +187,14 @@ impl Engine {
             )),
             next_timeout: None,
             socket: None,
-            remote_addrs: Vec::new(),
             created: now,
             connected: false,
             remote: None,
         };
         let etag = self.register(&session, shard, id, stream, SessionKind::Viewer, relay_pull);
+        if let Some(hold) = connecting {
+            self.shared.hold_pending(&session, hold);
+        }
         self.shared.streams.add_viewers(stream, 1);
         self.shared.metrics.viewer_joined();
         self.send(
@@ -212,6 +223,9 @@ impl Engine {
         if_match: Option<&str>,
         fragment: &str,
     ) -> Result<PatchOutcome> {
+        if fragment.len() > MAX_FRAGMENT_BYTES {
+            return Err(Error::FragmentTooLarge(MAX_FRAGMENT_BYTES));
+        }
         let entry = self.lookup(kind, stream, session)?;
         if let Some(tag) = if_match
             && tag != "*"
@@ -220,6 +234,14 @@ impl Engine {
             return Err(Error::PreconditionFailed);
         }
         let parsed = parse_fragment(fragment)?;
+        let count = parsed.candidates.len();
+        if count > MAX_REMOTE_CANDIDATES {
+            self.shared.metrics.patches_refused_candidates.increment(1);
+            return Err(Error::TooManyCandidates(MAX_REMOTE_CANDIDATES));
+        }
+        // Fragments with credentials restart ICE only if they are new; the shard decides. The
+        // candidates count as a trickle unless it restarts.
+        let fits = self.admit_patch(session, count)?;
         if let Some((ufrag, pwd)) = parsed.restart {
             let (reply, rx) = oneshot::channel();
             let candidates = parsed.candidates;
@@ -230,23 +252,35 @@ impl Engine {
                     ufrag,
                     pwd,
                     candidates,
+                    trickle_fits: fits,
                     reply,
                 },
             )?;
             let answer = match rx.await {
                 Ok(Ok(Some(answer))) => answer,
                 Ok(Ok(None)) => return Ok(PatchOutcome::Trickled),
-                Ok(Err(reason)) => return Err(Error::MalformedFragment(reason)),
-                Err(_) => return Err(Error::SessionNotFound),
+                Ok(Err(PatchRefused::TooManyCandidates)) => {
+                    self.shared.metrics.patches_refused_candidates.increment(1);
+                    return Err(Error::TooManyCandidates(MAX_REMOTE_CANDIDATES));
+                }
+                Ok(Err(PatchRefused::Invalid(reason))) => {
+                    return Err(Error::MalformedFragment(reason));
+                }
+                Ok(Err(PatchRefused::Ended)) | Err(_) => return Err(Error::SessionNotFound),
             };
             let etag = new_etag();
             if let Some(e) = self.shared.sessions().get_mut(session) {
                 e.etag = etag.clone();
+                e.trickle.restarted(count);
             }
             return Ok(PatchOutcome::Restarted {
                 fragment: answer,
                 etag,
             });
+        }
+        if !fits {
+            self.shared.metrics.patches_refused_candidates.increment(1);
+            return Err(Error::TooManyCandidates(MAX_REMOTE_CANDIDATES));
         }
         if parsed.candidates.is_empty() {
             return Ok(PatchOutcome::Trickled);
@@ -266,6 +300,23 @@ impl Engine {
             Ok(Err(reason)) => Err(Error::MalformedFragment(reason)),
             Err(_) => Err(Error::SessionNotFound),
         }
+    }
+}
+
+impl Engine {
+    /// Takes one PATCH from `session`'s rate (`429` past it); whether `count` more candidates
+    /// fit under its cap (they are counted if so).
+    fn admit_patch(&self, session: &str, count: usize) -> Result<bool> {
+        let mut sessions = self.shared.sessions();
+        let entry = sessions.get_mut(session).ok_or(Error::SessionNotFound)?;
+        if let Err(TooFast { retry_ms }) = entry.trickle.patch(Instant::now()) {
+            self.shared.metrics.patches_refused_rate.increment(1);
+            return Err(Error::TooManyRequests(format!(
+                "at most {PATCHES_PER_SEC} trickle PATCHes a second on a session \
+                 (bursts of {PATCH_BURST}); retry in {retry_ms} ms"
+            )));
+        }
+        Ok(entry.trickle.reserve(count))
     }
 }
 

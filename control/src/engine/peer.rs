@@ -28,8 +28,6 @@ pub(crate) struct Peer {
     /// Index of the shard socket the peer last spoke to: replies leave from it, so their
     /// source address is the one the peer reached.
     pub socket: Option<usize>,
-    /// Remote addresses learned from connectivity checks (for demultiplexing).
-    pub remote_addrs: Vec<SocketAddr>,
     pub created: Instant,
     pub connected: bool,
     /// Where its last datagram came from.

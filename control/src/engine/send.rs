@@ -11,6 +11,7 @@ use super::Shared;
 use super::delivery::Admit;
 use super::direct::{DirectPath, Path};
 use super::peer::{Peer, Role};
+use super::retransmit::Resend;
 use super::setup::ViewerTrack;
 use crate::media::{MediaPacket, TrackKind};
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
@@ -175,11 +176,19 @@ fn send_direct(direct: &mut DirectPath, rtp: &rtc::rtp::Packet, out: &Egress) ->
 }
 
 /// Answers a viewer's NACK for video sent on its direct path (rtc's responder only holds what
-/// went through rtc, and answers that itself).
-pub(super) fn resend(peer: &mut Peer, nack: &TransportLayerNack, out: &Egress) {
+/// went through rtc, and answers that itself), within the viewer's retransmission budget
+/// (`retransmit.rs`) for a stream at `stream_bps`.
+pub(super) fn resend(
+    peer: &mut Peer,
+    nack: &TransportLayerNack,
+    stream_bps: u64,
+    now: Instant,
+    out: &Egress,
+) {
     let Role::Viewer(v) = &mut peer.role else {
         return;
     };
+    let rtt = v.rtt.get();
     let Some(direct) = v.direct.as_mut() else {
         return;
     };
@@ -191,10 +200,22 @@ pub(super) fn resend(peer: &mut Peer, nack: &TransportLayerNack, out: &Egress) {
     }
     for pair in &nack.nacks {
         for seq in pair.packet_list() {
-            let Some((ts, packet)) = direct.recall(seq) else {
+            let Some((ts, packet)) = direct.recall(seq).map(|(ts, p)| (ts, Arc::clone(p))) else {
                 continue;
             };
-            let rtp = for_viewer(packet, track, seq, ts);
+            let bytes = packet.rtp.payload.len();
+            match direct.resends.admit(seq, bytes, stream_bps, rtt, now) {
+                Resend::Send => {}
+                Resend::Duplicate => {
+                    out.metrics.drops_resend_duplicate.increment(1);
+                    continue;
+                }
+                Resend::OverBudget => {
+                    out.metrics.drops_resend_budget.increment(1);
+                    continue;
+                }
+            }
+            let rtp = for_viewer(&packet, track, seq, ts);
             if send_direct(direct, &rtp, out) {
                 out.metrics.retransmits.increment(1);
             }

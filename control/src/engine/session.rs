@@ -3,7 +3,8 @@
 
 use super::peer::PeerId;
 use super::shard::Command;
-use super::{Delivery, Engine, SessionStats};
+use super::trickle::TrickleBudget;
+use super::{Connecting, Delivery, Engine, SessionStats};
 use crate::error::{Error, Result};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -61,6 +62,10 @@ pub(super) struct SessionEntry {
     pub(super) relay_pull: bool,
     /// The operator's pause and cap (viewers).
     pub(super) delivery: Delivery,
+    /// Counted as connecting until it connects or ends (`pending.rs`).
+    pub(super) connecting: Option<Connecting>,
+    /// Its trickle PATCHes' rate and candidates (`trickle.rs`).
+    pub(super) trickle: TrickleBudget,
 }
 
 impl SessionEntry {
@@ -84,6 +89,9 @@ pub struct WatchCredentials<'a> {
     pub ticket: Option<&'a str>,
     /// The `Authorization` header value.
     pub authorization: Option<&'a str>,
+    /// The client's address (the TCP peer), for the cap on sessions still connecting per
+    /// client; unknown clients count in the node's total only.
+    pub remote: Option<std::net::IpAddr>,
 }
 
 /// Where a WebRTC session is, for those who follow it (gRPC signaling, the entity API). The
@@ -195,7 +203,7 @@ impl Engine {
     }
 
     pub(super) fn close_session(&self, session: &str) {
-        let entry = self.shared.sessions().remove(session);
+        let entry = self.shared.remove_session(session);
         if let Some(e) = entry {
             let _ = self.send(
                 e.shard,
@@ -231,6 +239,8 @@ impl Engine {
                 keyframe_requests: tokio::sync::watch::Sender::new(0),
                 relay_pull,
                 delivery: Delivery::default(),
+                connecting: None,
+                trickle: TrickleBudget::default(),
             },
         );
         etag

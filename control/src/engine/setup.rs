@@ -8,7 +8,6 @@ use crate::media::{Codec, CodecParams, TrackKind};
 use crate::stream::{StreamRef, TrackInfo};
 use rtc::crypto::RTCCryptoProvider;
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
-use rtc::interceptor::NackResponderBuilder;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::RTCPeerConnectionBuilder;
@@ -258,14 +257,15 @@ pub(crate) fn viewer(
                 .map_err(engine_err)?;
         }
     }
-    // A viewer only sends: it answers NACKs from its history and sends sender reports. A NACK
+    // A viewer only sends: it answers NACKs from its history (within its retransmission budget,
+    // `resend_gate.rs`) and sends sender reports. A NACK
     // generator and receiver reports would have no incoming media to act on, yet every packet
     // to every viewer walks through each interceptor in the chain (a copy per stage): leaving
     // them out is measurably cheaper per packet. The NACK and PLI feedback itself is in the
     // codec parameters; the sender reports' slot also lets the viewer's PLIs and reports
     // through to the shard.
     let registry = Registry::new()
-        .with(Slot::NackResponder, NackResponderBuilder::new().build())
+        .with(Slot::NackResponder, super::resend_gate::ResendGate::new())
         .with(Slot::SenderReport, super::feedback::FeedbackTap::new());
     let settings = settings(keys.map(|k| k as Arc<dyn RTCCryptoProvider>));
     let mut pc = RTCPeerConnectionBuilder::new()

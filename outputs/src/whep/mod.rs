@@ -2,10 +2,11 @@
 //! `/whep/{stream}/{session}` takes `PATCH` (trickle) and `DELETE`.
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{patch, post};
+use std::net::SocketAddr;
 use waveguide_control::http::{
     SdpBody, SdpFragBody, SignalingState, TicketQuery, absolute_url, created, delete_session,
     patch_session,
@@ -27,6 +28,7 @@ pub fn router() -> Router<SignalingState> {
 
 async fn watch(
     State(state): State<SignalingState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
     Path(stream): Path<String>,
     Query(query): Query<TicketQuery>,
     uri: Uri,
@@ -43,6 +45,7 @@ async fn watch(
                 authorization: headers
                     .get(axum::http::header::AUTHORIZATION)
                     .and_then(|v| v.to_str().ok()),
+                remote: Some(remote.ip()),
             },
         )
         .await

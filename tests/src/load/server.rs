@@ -77,8 +77,9 @@ impl Default for EdgeSpec {
     }
 }
 
-/// The config: static key `demo`/`demo-key`, loopback only, no rate limit on POSTs (a ramp is
-/// hundreds of POSTs from one address), no gRPC, RTMP or FTL listeners.
+/// The config: static key `demo`/`demo-key`, loopback only, no rate limit on POSTs and no cap
+/// on viewers still connecting per client (a ramp is hundreds of POSTs from one address, and
+/// joins slow down at the limit being measured), no gRPC, RTMP or FTL listeners.
 pub fn config_toml(http_port: u16, udp_port: u16, spec: &EdgeSpec) -> String {
     let EdgeSpec {
         shards,
@@ -92,6 +93,7 @@ pub fn config_toml(http_port: u16, udp_port: u16, spec: &EdgeSpec) -> String {
          bind_ips = [\"127.0.0.1\"]\n\n\
          [service]\nkind = \"static\"\n\n\
          [[service.streams]]\nname = \"{STREAM}\"\nkey = \"{KEY}\"\n\n\
+         [viewers]\nmax_connecting_per_ip = 0\n\n\
          [limits]\nposts_per_minute = 0\n\n\
          [grpc]\nenabled = false\n\n\
          [rtmp]\nenabled = false\n\n\
@@ -230,6 +232,10 @@ mod tests {
         let root: toml::Table = text.parse().expect("toml");
         assert_eq!(root["webrtc"]["shards"].as_integer(), Some(2));
         assert_eq!(root["limits"]["posts_per_minute"].as_integer(), Some(0));
+        assert_eq!(
+            root["viewers"]["max_connecting_per_ip"].as_integer(),
+            Some(0)
+        );
         assert_eq!(root["grpc"]["enabled"].as_bool(), Some(false));
         assert_eq!(root["service"]["streams"][0]["key"].as_str(), Some(KEY));
     }

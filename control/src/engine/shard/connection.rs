@@ -3,6 +3,7 @@
 //! session's end.
 
 use super::{Datagram, Shard};
+use crate::engine::demux::Route;
 use crate::engine::ingest::from_webrtc;
 use crate::engine::peer::{PeerId, Role};
 use crate::engine::send::{flush, resend};
@@ -23,17 +24,21 @@ use tracing::{debug, info};
 
 impl Shard {
     pub(super) fn on_datagram(&mut self, d: Datagram, now: Instant) {
-        let Some(id) = self.demux.route(&d.data, d.from) else {
-            self.out.shared.metrics.unroutable.increment(1);
-            return;
+        let id = match self.demux.route(&d.data, d.from) {
+            Route::Peer(id) => id,
+            Route::Forged => {
+                self.out.shared.metrics.drops_stun_forged.increment(1);
+                return;
+            }
+            Route::Unknown => {
+                self.out.shared.metrics.unroutable.increment(1);
+                return;
+            }
         };
         let Some(peer) = self.peers.get_mut(&id) else {
             self.demux.forget_addr(d.from);
             return;
         };
-        if !peer.remote_addrs.contains(&d.from) {
-            peer.remote_addrs.push(d.from);
-        }
         peer.socket = Some(d.socket);
         peer.remote = Some(d.from);
         self.current = Some(id);
@@ -156,7 +161,9 @@ impl Shard {
                                 if let Role::Viewer(v) = &mut peer.role {
                                     v.nacks += 1;
                                 }
-                                resend(peer, nack, &self.out);
+                                let stream_bps =
+                                    self.streams.get(&peer.stream).map_or(0, |l| l.rate.bps());
+                                resend(peer, nack, stream_bps, now, &self.out);
                                 nacks += u64::from(matches!(peer.role, Role::Viewer(_)));
                             }
                         }
@@ -197,7 +204,7 @@ impl Shard {
         };
         let _ = peer.pc.close();
         flush(&mut peer, &self.out);
-        self.demux.remove(&peer.local_ufrag, &peer.remote_addrs, id);
+        self.demux.remove(&peer.local_ufrag, id);
         if let Some(local) = self.streams.get_mut(&peer.stream) {
             local.viewers.retain(|v| *v != id);
             if local.publisher == Some(id) {

@@ -7,10 +7,11 @@ mod media;
 
 use super::Shared;
 use super::delivery::{Delivery, RateMeter, SessionStats};
-use super::demux::Demux;
+use super::demux::{Demux, local_pwd};
 use super::peer::{Peer, PeerId, Role};
 use super::saturation::LoadMeter;
 use super::send::{Egress, Tally};
+use super::trickle::PatchRefused;
 use crate::media::{KeyframeCache, MediaPacket};
 use bytes::BytesMut;
 use rtc::peer_connection::transport::RTCIceCandidateInit;
@@ -27,8 +28,10 @@ use tracing::{debug, info, warn};
 /// How often timers are checked; rtc's timers (ICE keep-alive, DTLS retransmit, RTCP reports)
 /// need no finer grain, and one tick serves every peer.
 const TICK: Duration = Duration::from_millis(10);
-/// A peer that has not connected after this long is dropped.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// A peer that has not connected after this long is dropped. ICE and DTLS take well under a
+/// second on a working path (a few with a TURN relay far away); a session that never connects
+/// holds a peer and a viewer slot until then (see `pending.rs`).
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A publisher whose ICE consent lapsed (5 s without a check) is gone once its media has
 /// been silent this long too. Consent alone is not enough: RFC 7675 clients check every 4–6 s
 /// (aiortc: 5 s ± 20 %), so a live publisher can miss the 5 s mark while still sending.
@@ -55,7 +58,10 @@ pub(crate) enum Command {
         ufrag: String,
         pwd: String,
         candidates: Vec<RTCIceCandidateInit>,
-        reply: oneshot::Sender<Result<Option<String>, String>>,
+        /// Whether the candidates fit under the session's cap as a trickle (`trickle.rs`); a
+        /// restart clears the agent's remote candidates, so there they always fit.
+        trickle_fits: bool,
+        reply: oneshot::Sender<Result<Option<String>, PatchRefused>>,
     },
     Close {
         id: PeerId,
@@ -135,6 +141,8 @@ struct ShardGauges {
     busy: ::metrics::Gauge,
     lag: ::metrics::Gauge,
     saturated: ::metrics::Gauge,
+    /// Remote addresses the shard's demultiplexer has learned.
+    demux_addresses: ::metrics::Gauge,
 }
 
 impl ShardGauges {
@@ -143,7 +151,8 @@ impl ShardGauges {
         Self {
             busy: ::metrics::gauge!("waveguide_shard_busy_ratio", "shard" => shard.clone()),
             lag: ::metrics::gauge!("waveguide_shard_lag_seconds", "shard" => shard.clone()),
-            saturated: ::metrics::gauge!("waveguide_shard_saturated", "shard" => shard),
+            saturated: ::metrics::gauge!("waveguide_shard_saturated", "shard" => shard.clone()),
+            demux_addresses: ::metrics::gauge!("waveguide_demux_addresses", "shard" => shard),
         }
     }
 }
@@ -163,7 +172,7 @@ impl Shard {
                 shared,
             },
             peers: HashMap::new(),
-            demux: Demux::default(),
+            demux: Demux::new(),
             streams: HashMap::new(),
             current: None,
             meter: LoadMeter::new(settings.max_delay, settings.max_pps, Instant::now()),
@@ -258,7 +267,9 @@ impl Shard {
         match cmd {
             Command::AddPeer { id, peer } => {
                 self.current = Some(id);
-                self.demux.add_ufrag(&peer.local_ufrag, id);
+                let pwd = peer.pc.local_description().and_then(|d| local_pwd(&d.sdp));
+                self.demux
+                    .add_ufrag(&peer.local_ufrag, pwd.as_deref().unwrap_or_default(), id);
                 let local = self.streams.entry(peer.stream).or_default();
                 match &peer.role {
                     Role::Publisher(_) => local.publisher = Some(id),
@@ -287,22 +298,33 @@ impl Shard {
                 ufrag,
                 pwd,
                 candidates,
+                trickle_fits,
                 reply,
             } => {
                 use super::restart::{Patched, is_current, restart_ice};
                 let result = match self.peers.get_mut(&id) {
-                    None => Err("session ended".to_owned()),
+                    None => Err(PatchRefused::Ended),
+                    Some(peer) if is_current(peer, &ufrag, &pwd) && !trickle_fits => {
+                        Err(PatchRefused::TooManyCandidates)
+                    }
                     Some(peer) if is_current(peer, &ufrag, &pwd) => candidates
                         .into_iter()
                         .try_for_each(|c| peer.pc.add_remote_candidate(c))
                         .map(|()| Patched::Trickle)
-                        .map_err(|e| e.to_string()),
+                        .map_err(|e| PatchRefused::Invalid(e.to_string())),
                     Some(peer) => restart_ice(peer, &ufrag, &pwd, now)
-                        .map(|(old, new, frag)| Patched::Restarted(old, new, frag)),
+                        .map(|(old, new, frag)| Patched::Restarted(old, new, frag))
+                        .map_err(PatchRefused::Invalid),
                 };
                 if let Ok(Patched::Restarted(old, new, _)) = &result {
-                    self.demux.remove(old, &[], id);
-                    self.demux.add_ufrag(new, id);
+                    let pwd = self
+                        .peers
+                        .get(&id)
+                        .and_then(|p| p.pc.local_description())
+                        .and_then(|d| local_pwd(&d.sdp));
+                    self.demux.remove_ufrag(old);
+                    self.demux
+                        .add_ufrag(new, pwd.as_deref().unwrap_or_default(), id);
                 }
                 let _ = reply.send(result.map(|p| match p {
                     Patched::Trickle => None,
@@ -408,6 +430,9 @@ impl Shard {
         }
         let load = &self.out.loads[self.index];
         if let Some(verdict) = self.meter.tick(now, load) {
+            self.gauges
+                .demux_addresses
+                .set(self.demux.addresses() as f64);
             self.gauges.busy.set(verdict.busy);
             self.gauges.lag.set(verdict.lag.as_secs_f64());
             self.gauges

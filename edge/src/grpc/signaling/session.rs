@@ -398,7 +398,10 @@ impl SignalTask {
                         .watch(
                             &stream,
                             d.sdp,
-                            waveguide_control::WatchCredentials::default(),
+                            waveguide_control::WatchCredentials {
+                                remote: remote_addr.map(|a| a.ip()),
+                                ..Default::default()
+                            },
                         )
                         .await
                 }
