@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian machine, and nothing it already has:
-#   - Debian packages: chromium, ffmpeg, redis-server, curl, procps, python3-venv (and
+#   - Debian packages: chromium, ffmpeg, redis-server, curl, procps, iproute2, python3-venv (and
 #     node/npm if absent);
 #   - tests/js/node_modules from tests/js/package-lock.json (playwright-core, no browser
 #     download: the tests use /usr/bin/chromium);
@@ -28,6 +28,8 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 # The cluster tests follow redirects with curl; the harness signals processes with kill(1).
 command -v curl >/dev/null 2>&1 || missing+=(curl ca-certificates)
 [[ -x /bin/kill || -x /usr/bin/kill ]] || missing+=(procps)
+# The network-namespace suites (hls_player) build veth pairs and routing rules with ip(8).
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
